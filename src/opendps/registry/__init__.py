@@ -1,0 +1,1 @@
+"""Algorithm registry: registration formats, builds and the catalog."""

@@ -1,0 +1,8 @@
+"""The store: the only package that talks SQL (DESIGN §10)."""
+
+from opendps.store.accounts import AccountStore
+from opendps.store.catalog import CatalogStore
+from opendps.store.db import Database
+from opendps.store.jobstore import JobFilters, JobStore
+
+__all__ = ["AccountStore", "CatalogStore", "Database", "JobFilters", "JobStore"]

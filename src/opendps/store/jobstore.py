@@ -1,0 +1,566 @@
+"""JobStore: every job-state operation, one transaction each.
+
+Transitions are compare-and-set: ``UPDATE ... WHERE status IN (allowed)``;
+zero rows changed raises :class:`InvalidTransition`. Each transition writes
+its event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from opendps.errors import InvalidTransition, NoSuchJob
+from opendps.models import TERMINAL, Attempt, Batch, Job, JobEvent, JobStatus, Page, Phase, Reason
+from opendps.store.db import Database, utcnow
+from opendps.store.tables import algorithms, batches, builds, job_attempts, job_events, jobs
+
+ACTIVE = (JobStatus.ACCEPTED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """Filters of ``list_jobs``; each one is evaluated in the database."""
+
+    owner: str | None = None
+    statuses: tuple[JobStatus, ...] = ()
+    algorithm: str | None = None
+    version: str | None = None
+    algorithm_ids: tuple[int, ...] = ()
+    queue: str | None = None
+    tag: str | None = None
+    batch_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    job_ids: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _job_from_row(row: Mapping[str, Any]) -> Job:
+    return Job(
+        id=row["id"],
+        seq=row["seq"],
+        algorithm_id=row["algorithm_id"],
+        algorithm=row["algorithm"],
+        version=row["version"],
+        owner=row["owner"],
+        queue=row["queue"],
+        priority=row["priority"],
+        tags=list(row["tags"] or []),
+        inputs=dict(row["inputs"] or {}),
+        status=JobStatus(row["status"]),
+        reason=Reason(row["reason"]) if row["reason"] else None,
+        phase=Phase(row["phase"]) if row["phase"] else None,
+        message=row["message"],
+        batch_id=row["batch_id"],
+        attempts=row["attempts"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created=row["created"],
+        started=row["started"],
+        finished=row["finished"],
+        updated=row["updated"],
+        work_dir=row["work_dir"],
+        output_url=row["output_url"],
+        exit_code=row["exit_code"],
+        progress=row["progress"],
+        metrics=dict(row["metrics"] or {}),
+        results=dict(row["results"] or {}),
+        warnings=list(row["warnings"] or []),
+    )
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return int(json.loads(base64.urlsafe_b64decode(padded))["s"])
+    except Exception as exc:
+        from opendps.errors import InvalidInput
+
+        raise InvalidInput(f"next: {cursor!r} is not a cursor this server issued") from exc
+
+
+class JobStore:
+    """Jobs, their attempts, their events and batches."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- creating -------------------------------------------------------------------------
+
+    def create_jobs(
+        self,
+        specs: Iterable[Mapping[str, Any]],
+        *,
+        batch_id: str | None = None,
+        batch_owner: str | None = None,
+    ) -> list[Job]:
+        """Insert jobs (and their ``accepted`` events) in one transaction.
+
+        Each spec has: algorithm_id, algorithm, version, owner, queue, priority, tags,
+        inputs, and optionally dedup_key, token_hash, id. A spec whose ``dedup_key`` matches
+        a job of the same owner answers that job, flagged ``deduped``.
+        """
+        now = utcnow()
+        created: list[Job] = []
+        with self.db.write() as conn:
+            rows = []
+            specs = list(specs)
+            if batch_id is not None:
+                conn.execute(
+                    batches.insert().values(
+                        id=batch_id, owner=batch_owner or "anonymous", total=len(specs), created=now
+                    )
+                )
+            for spec in specs:
+                if spec.get("dedup_key"):
+                    existing = conn.execute(
+                        sa.select(jobs).where(
+                            jobs.c.owner == spec["owner"], jobs.c.dedup_key == spec["dedup_key"]
+                        ).order_by(jobs.c.seq.desc()).limit(1)
+                    ).mappings().first()
+                    if existing is not None and existing["status"] != JobStatus.FAILED:
+                        job = _job_from_row(existing)
+                        created.append(Job(**{**job.__dict__, "deduped": True}))
+                        continue
+                tags = list(spec.get("tags") or [])
+                row = {
+                    "id": spec.get("id") or str(uuid.uuid4()),
+                    "algorithm_id": spec["algorithm_id"],
+                    "algorithm": spec["algorithm"],
+                    "version": spec["version"],
+                    "owner": spec["owner"],
+                    "queue": spec["queue"],
+                    "priority": int(spec.get("priority", 5)),
+                    "tags": tags,
+                    "tag": tags[0] if tags else "",
+                    "inputs": dict(spec.get("inputs") or {}),
+                    "status": JobStatus.ACCEPTED.value,
+                    "batch_id": batch_id,
+                    "attempts": 0,
+                    "cancel_requested": False,
+                    "dedup_key": spec.get("dedup_key"),
+                    "token_hash": spec.get("token_hash"),
+                    "created": now,
+                    "updated": now,
+                }
+                result = conn.execute(jobs.insert().values(**row))
+                row["seq"] = result.inserted_primary_key[0]
+                rows.append(row)
+                created.append(_job_from_row(_with_defaults(row)))
+            if rows:
+                conn.execute(
+                    job_events.insert(),
+                    [
+                        {"job_id": r["id"], "at": now, "status": JobStatus.ACCEPTED.value,
+                         "reason": None, "message": "submitted"}
+                        for r in rows
+                    ],
+                )
+        return created
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NoSuchJob(f"no job with id {job_id!r}")
+        return _job_from_row(row)
+
+    def find_job_by_token(self, token_hash: str) -> Job | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.token_hash == token_hash)
+            ).mappings().first()
+        return _job_from_row(row) if row else None
+
+    def _where(self, f: JobFilters) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = []
+        if f.owner:
+            where.append(jobs.c.owner == f.owner)
+        if f.statuses:
+            where.append(jobs.c.status.in_([s.value for s in f.statuses]))
+        if f.algorithm:
+            where.append(jobs.c.algorithm == f.algorithm)
+        if f.version:
+            where.append(jobs.c.version == f.version)
+        if f.algorithm_ids:
+            where.append(jobs.c.algorithm_id.in_(f.algorithm_ids))
+        if f.queue:
+            where.append(jobs.c.queue == f.queue)
+        if f.tag:
+            where.append(jobs.c.tag == f.tag)
+        if f.batch_id:
+            where.append(jobs.c.batch_id == f.batch_id)
+        if f.created_after:
+            where.append(jobs.c.created >= f.created_after)
+        if f.created_before:
+            where.append(jobs.c.created <= f.created_before)
+        if f.min_duration is not None:
+            where.append(jobs.c.duration >= f.min_duration)
+        if f.max_duration is not None:
+            where.append(jobs.c.duration <= f.max_duration)
+        if f.job_ids:
+            where.append(jobs.c.id.in_(f.job_ids))
+        return where
+
+    def list_jobs(
+        self,
+        filters: JobFilters = JobFilters(),
+        *,
+        limit: int = 10,
+        cursor: str | None = None,
+        offset: int | None = None,
+        count: bool = True,
+    ) -> Page:
+        """Newest first, by insertion order; ``cursor`` continues after the last item."""
+        where = self._where(filters)
+        query = sa.select(jobs).where(*where).order_by(jobs.c.seq.desc()).limit(limit + 1)
+        if cursor:
+            query = query.where(jobs.c.seq < decode_cursor(cursor))
+        elif offset:
+            query = query.offset(offset)
+        with self.db.read() as conn:
+            rows = conn.execute(query).mappings().all()
+            total = (
+                conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar_one()
+                if count
+                else -1
+            )
+        items = [_job_from_row(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].seq) if len(rows) > limit else None
+        return Page(items=items, number_matched=total, next_cursor=next_cursor)
+
+    def count_jobs(self, filters: JobFilters) -> int:
+        with self.db.read() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(jobs).where(*self._where(filters))
+            ).scalar_one()
+
+    def job_events(self, job_id: str) -> list[JobEvent]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+            ).mappings().all()
+        return [
+            JobEvent(
+                job_id=r["job_id"], at=r["at"], status=JobStatus(r["status"]),
+                reason=Reason(r["reason"]) if r["reason"] else None, message=r["message"],
+            )
+            for r in rows
+        ]
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(job_attempts).where(job_attempts.c.job_id == job_id)
+                .order_by(job_attempts.c.number)
+            ).mappings().all()
+        return [Attempt(**dict(r)) for r in rows]
+
+    # -- claiming and transitions ---------------------------------------------------------
+
+    def claim_next(
+        self, free_slots: Mapping[str, int], *, host: str, worker: str
+    ) -> Job | None:
+        """Move the next runnable job of the given queues to ``running``.
+
+        ``free_slots`` maps queue name -> the queue's slot limit. A queue is served only
+        while fewer than that many of its jobs run (over all workers). Among the
+        candidates, priority 9 comes first, then submit order. Only jobs whose build is
+        ready are candidates.
+        """
+        if not free_slots:
+            return None
+        now = utcnow()
+        with self.db.write() as conn:
+            running = dict(
+                conn.execute(
+                    sa.select(jobs.c.queue, sa.func.count())
+                    .where(jobs.c.status == JobStatus.RUNNING.value,
+                           jobs.c.queue.in_(list(free_slots)))
+                    .group_by(jobs.c.queue)
+                ).all()
+            )
+            open_queues = [q for q, slots in free_slots.items() if running.get(q, 0) < slots]
+            if not open_queues:
+                return None
+            candidate = conn.execute(
+                sa.select(jobs.c.id, jobs.c.attempts)
+                .select_from(
+                    jobs.join(algorithms, algorithms.c.id == jobs.c.algorithm_id)
+                    .join(builds, builds.c.id == algorithms.c.build_id)
+                )
+                .where(
+                    jobs.c.status == JobStatus.ACCEPTED.value,
+                    jobs.c.queue.in_(open_queues),
+                    jobs.c.cancel_requested.is_(False),
+                    builds.c.status == "ready",
+                )
+                .order_by(jobs.c.priority.desc(), jobs.c.seq)
+                .limit(1)
+            ).first()
+            if candidate is None:
+                return None
+            job_id, attempts = candidate
+            changed = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.ACCEPTED.value)
+                .values(status=JobStatus.RUNNING.value, started=now, updated=now,
+                        attempts=attempts + 1, reason=None, phase=None, message=None)
+            ).rowcount
+            if changed != 1:  # taken by another worker between select and update
+                return None
+            conn.execute(
+                job_attempts.insert().values(
+                    job_id=job_id, number=attempts + 1, host=host, worker=worker, started=now
+                )
+            )
+            conn.execute(
+                job_events.insert().values(
+                    job_id=job_id, at=now, status=JobStatus.RUNNING.value,
+                    message=f"claimed by {worker} on {host} (attempt {attempts + 1})",
+                )
+            )
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return _job_from_row(row)
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        allowed_from: Iterable[JobStatus] = ACTIVE,
+        reason: Reason | None = None,
+        phase: Phase | None = None,
+        message: str | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Compare-and-set ``status``; raises InvalidTransition if the job is elsewhere."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": to.value, "updated": now, **fields}
+        if reason is not None or to.terminal:
+            values["reason"] = reason.value if reason else None
+        if phase is not None or to.terminal:
+            values["phase"] = phase.value if phase else None
+        if message is not None:
+            values["message"] = message
+        if to.terminal:
+            values["finished"] = now
+            values["token_hash"] = None  # the job token dies with the job
+        if to == JobStatus.ACCEPTED:
+            values.update(started=None, finished=None)
+        with self.db.write() as conn:
+            current = conn.execute(
+                sa.select(jobs.c.status, jobs.c.started).where(jobs.c.id == job_id)
+            ).first()
+            if current is None:
+                raise NoSuchJob(f"no job with id {job_id!r}")
+            if to.terminal and current.started is not None:
+                values["duration"] = (now - current.started).total_seconds()
+            changed = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id,
+                       jobs.c.status.in_([JobStatus(s).value for s in allowed_from]))
+                .values(**values)
+            ).rowcount
+            if changed != 1:
+                raise InvalidTransition(
+                    f"job {job_id} is {current.status}; it cannot become {to.value}"
+                )
+            conn.execute(
+                job_events.insert().values(
+                    job_id=job_id, at=now, status=to.value,
+                    reason=reason.value if reason else None, message=message,
+                )
+            )
+            if to.terminal:
+                conn.execute(
+                    job_attempts.update()
+                    .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
+                    .values(finished=now, exit_code=fields.get("exit_code"))
+                )
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return _job_from_row(row)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Non-state fields: work_dir, metrics, progress, output_url, results, warnings."""
+        fields["updated"] = utcnow()
+        with self.db.write() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
+
+    def add_event(self, job_id: str, message: str) -> None:
+        """An informational event (the status does not change)."""
+        with self.db.write() as conn:
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            if status is None:
+                raise NoSuchJob(f"no job with id {job_id!r}")
+            conn.execute(job_events.insert().values(
+                job_id=job_id, at=utcnow(), status=status, message=message))
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Flag a job for cancelling. A queued job is dismissed at once; a running one is
+        dismissed by whoever supervises it. Terminal jobs are answered as they are."""
+        with self.db.write() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id,
+                       jobs.c.status.in_([JobStatus.ACCEPTED.value, JobStatus.RUNNING.value]))
+                .values(cancel_requested=True, updated=utcnow())
+            )
+        job = self.get_job(job_id)
+        if job.status == JobStatus.ACCEPTED:
+            try:
+                return self.transition(
+                    job_id, JobStatus.DISMISSED, allowed_from=[JobStatus.ACCEPTED],
+                    reason=Reason.CANCELLED, message="cancelled before it started",
+                )
+            except InvalidTransition:
+                return self.get_job(job_id)
+        return job
+
+    def record_supervisor(self, job_id: str, pid: int, pid_started: float) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                job_attempts.update()
+                .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
+                .values(pid=pid, pid_started=pid_started)
+            )
+
+    def running_on_host(self, host: str) -> list[tuple[Job, Attempt | None]]:
+        """Running jobs whose open attempt is on ``host`` (or that have no attempt)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(jobs, job_attempts.c.id.label("attempt_id"))
+                .select_from(jobs.outerjoin(
+                    job_attempts,
+                    sa.and_(job_attempts.c.job_id == jobs.c.id, job_attempts.c.finished.is_(None)),
+                ))
+                .where(jobs.c.status == JobStatus.RUNNING.value)
+            ).mappings().all()
+            attempt_ids = [r["attempt_id"] for r in rows if r["attempt_id"]]
+            attempts = {
+                a["id"]: Attempt(**dict(a))
+                for a in conn.execute(
+                    sa.select(job_attempts).where(job_attempts.c.id.in_(attempt_ids))
+                ).mappings()
+            }
+        result = []
+        for r in rows:
+            attempt = attempts.get(r["attempt_id"])
+            if attempt is None or attempt.host == host:
+                result.append((_job_from_row(r), attempt))
+        return result
+
+    def requeue(self, job_id: str, message: str) -> Job:
+        """Back to ``accepted`` after a lost supervisor (the attempt is closed)."""
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(
+                job_attempts.update()
+                .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
+                .values(finished=now)
+            )
+        return self.transition(
+            job_id, JobStatus.ACCEPTED, allowed_from=[JobStatus.RUNNING], message=message
+        )
+
+    def fail_waiting_jobs(self, algorithm_id: int, reason: Reason, phase: Phase, message: str) -> int:
+        """Fail every accepted job of an algorithm (its build failed)."""
+        now = utcnow()
+        with self.db.write() as conn:
+            ids = conn.execute(
+                sa.select(jobs.c.id).where(
+                    jobs.c.algorithm_id == algorithm_id, jobs.c.status == JobStatus.ACCEPTED.value
+                )
+            ).scalars().all()
+            if not ids:
+                return 0
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.ACCEPTED.value)
+                .values(status=JobStatus.FAILED.value, reason=reason.value, phase=phase.value,
+                        message=message, finished=now, updated=now, token_hash=None)
+            )
+            conn.execute(
+                job_events.insert(),
+                [{"job_id": i, "at": now, "status": JobStatus.FAILED.value,
+                  "reason": reason.value, "message": message} for i in ids],
+            )
+        return len(ids)
+
+    def active_jobs_of_algorithm(self, algorithm_id: int) -> int:
+        with self.db.read() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(jobs).where(
+                    jobs.c.algorithm_id == algorithm_id,
+                    jobs.c.status.in_([s.value for s in ACTIVE]),
+                )
+            ).scalar_one()
+
+    # -- queues and batches ---------------------------------------------------------------
+
+    def queue_stats(self) -> dict[str, dict[str, Any]]:
+        """Per queue: accepted (depth), running, oldest waiting job's creation time."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.queue, jobs.c.status, sa.func.count(), sa.func.min(jobs.c.created))
+                .where(jobs.c.status.in_([s.value for s in ACTIVE]))
+                .group_by(jobs.c.queue, jobs.c.status)
+            ).all()
+        stats: dict[str, dict[str, Any]] = {}
+        for queue, status, count, oldest in rows:
+            entry = stats.setdefault(queue, {"accepted": 0, "running": 0, "oldest_accepted": None})
+            entry[status] = count
+            if status == JobStatus.ACCEPTED.value:
+                entry["oldest_accepted"] = oldest
+        return stats
+
+    def get_batch(self, batch_id: str) -> Batch:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).mappings().first()
+            if row is None:
+                raise NoSuchJob(f"no batch with id {batch_id!r}")
+            counts = dict(
+                conn.execute(
+                    sa.select(jobs.c.status, sa.func.count())
+                    .where(jobs.c.batch_id == batch_id).group_by(jobs.c.status)
+                ).all()
+            )
+        return Batch(id=row["id"], owner=row["owner"], created=row["created"],
+                     counts={s.value: counts.get(s.value, 0) for s in JobStatus},
+                     total=row["total"])
+
+    def batch_job_ids(self, batch_id: str, statuses: Iterable[JobStatus]) -> list[str]:
+        with self.db.read() as conn:
+            return list(conn.execute(
+                sa.select(jobs.c.id).where(
+                    jobs.c.batch_id == batch_id,
+                    jobs.c.status.in_([s.value for s in statuses]),
+                ).order_by(jobs.c.seq)
+            ).scalars())
+
+
+def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
+    defaults = dict.fromkeys(
+        ("reason", "phase", "message", "started", "finished", "work_dir", "output_url",
+         "exit_code", "progress", "metrics", "results", "warnings")
+    )
+    return {**defaults, **row}
+
+
+def is_terminal(status: str) -> bool:
+    return JobStatus(status) in TERMINAL

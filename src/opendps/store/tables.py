@@ -1,0 +1,179 @@
+"""Table definitions, shared by SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps are stored naive in UTC and always come back timezone-aware."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("is_guest", sa.Boolean, nullable=False, default=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+algorithms = sa.Table(
+    "algorithms",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("package", sa.Text, nullable=True),
+    sa.Column("package_type", sa.String(100), nullable=True),
+    sa.Column("builtin", sa.Boolean, nullable=False, default=False),
+    sa.Column("build_id", sa.Integer, nullable=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_algorithms_name_version"),
+)
+sa.Index("ix_algorithms_name_updated", algorithms.c.name, algorithms.c.updated)
+
+builds = sa.Table(
+    "builds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("algorithm_id", sa.Integer, nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("commit", sa.String(64), nullable=True),
+    sa.Column("log_path", sa.Text, nullable=True),
+    sa.Column("algorithm_dir", sa.Text, nullable=True),
+    sa.Column("env_dir", sa.Text, nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("started", UTCDateTime, nullable=True),
+    sa.Column("finished", UTCDateTime, nullable=True),
+)
+sa.Index("ix_builds_status", builds.c.status)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("memory", sa.BigInteger, nullable=True),
+    sa.Column("cpus", sa.Float, nullable=True),
+    sa.Column("time_limit", sa.Float, nullable=True),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("guest", sa.Boolean, nullable=False),
+    sa.Column("is_default", sa.Boolean, nullable=False),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False, index=True),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    # seq is the insertion order: the stable sort key and keyset cursor of every listing.
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("algorithm_id", sa.Integer, nullable=False),
+    sa.Column("algorithm", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("tag", sa.String(500), nullable=False, default=""),  # first tag, for filtering
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(30), nullable=True),
+    sa.Column("phase", sa.String(20), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("batch_id", sa.String(36), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("dedup_key", sa.String(64), nullable=True),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("started", UTCDateTime, nullable=True),
+    sa.Column("finished", UTCDateTime, nullable=True),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.Column("duration", sa.Float, nullable=True),  # finished - started, for duration filters
+    sa.Column("work_dir", sa.Text, nullable=True),
+    sa.Column("output_url", sa.Text, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("progress", sa.Integer, nullable=True),
+    sa.Column("metrics", sa.JSON, nullable=True),
+    sa.Column("results", sa.JSON, nullable=True),
+    sa.Column("warnings", sa.JSON, nullable=True),
+)
+# claim_next walks this index in priority order.
+sa.Index("ix_jobs_claim", jobs.c.queue, jobs.c.status, jobs.c.priority, jobs.c.seq)
+sa.Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)
+sa.Index("ix_jobs_owner_seq", jobs.c.owner, jobs.c.seq)
+sa.Index("ix_jobs_algorithm_seq", jobs.c.algorithm, jobs.c.version, jobs.c.seq)
+sa.Index("ix_jobs_algorithm_id_status", jobs.c.algorithm_id, jobs.c.status)
+sa.Index("ix_jobs_tag_seq", jobs.c.tag, jobs.c.seq)
+sa.Index("ix_jobs_batch_seq", jobs.c.batch_id, jobs.c.seq)
+sa.Index("ix_jobs_created", jobs.c.created)
+sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
+
+job_attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(36), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("worker", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("pid_started", sa.Float, nullable=True),
+    sa.Column("started", UTCDateTime, nullable=False),
+    sa.Column("finished", UTCDateTime, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(36), nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(30), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+)
+
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),  # Fernet token, never the plain value
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("owner", "name", name="uq_secrets_owner_name"),
+)
