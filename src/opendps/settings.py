@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     download_timeout: float = 60.0
     localize_time_limit: float = 6 * 3600
     stage_time_limit: float = 6 * 3600
+    # Keep the work dirs of successful jobs (failed jobs' are always kept, for debugging).
+    keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
     poll_interval: float = 0.5
 

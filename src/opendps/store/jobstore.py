@@ -110,7 +110,7 @@ class JobStore:
         """Insert jobs (and their ``accepted`` events) in one transaction.
 
         Each spec has: algorithm_id, algorithm, version, owner, queue, priority, tags,
-        inputs, and optionally dedup_key, token_hash, id. A spec whose ``dedup_key`` matches
+        inputs, and optionally dedup_key and id. A spec whose ``dedup_key`` matches
         a job of the same owner answers that job, flagged ``deduped``.
         """
         now = utcnow()
@@ -152,7 +152,6 @@ class JobStore:
                     "attempts": 0,
                     "cancel_requested": False,
                     "dedup_key": spec.get("dedup_key"),
-                    "token_hash": spec.get("token_hash"),
                     "created": now,
                     "updated": now,
                 }
@@ -179,13 +178,6 @@ class JobStore:
         if row is None:
             raise NoSuchJob(f"no job with id {job_id!r}")
         return _job_from_row(row)
-
-    def find_job_by_token(self, token_hash: str) -> Job | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(jobs.c.token_hash == token_hash)
-            ).mappings().first()
-        return _job_from_row(row) if row else None
 
     def _where(self, f: JobFilters) -> list[sa.ColumnElement[bool]]:
         where: list[sa.ColumnElement[bool]] = []
@@ -360,7 +352,6 @@ class JobStore:
             values["message"] = message
         if to.terminal:
             values["finished"] = now
-            values["token_hash"] = None  # the job token dies with the job
         if to == JobStatus.ACCEPTED:
             values.update(started=None, finished=None)
         with self.db.write() as conn:
@@ -493,7 +484,7 @@ class JobStore:
                 jobs.update()
                 .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.ACCEPTED.value)
                 .values(status=JobStatus.FAILED.value, reason=reason.value, phase=phase.value,
-                        message=message, finished=now, updated=now, token_hash=None)
+                        message=message, finished=now, updated=now)
             )
             conn.execute(
                 job_events.insert(),

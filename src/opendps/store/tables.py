@@ -115,7 +115,6 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("dedup_key", sa.String(64), nullable=True),
-    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Column("started", UTCDateTime, nullable=True),
     sa.Column("finished", UTCDateTime, nullable=True),

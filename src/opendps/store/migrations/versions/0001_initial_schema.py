@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 19:58:01.267306
+Create Date: 2026-11-23 20:00:14.484097
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.Column('dedup_key', sa.String(length=64), nullable=True),
-    sa.Column('token_hash', sa.String(length=64), nullable=True),
     sa.Column('created', sa.DateTime(), nullable=False),
     sa.Column('started', sa.DateTime(), nullable=True),
     sa.Column('finished', sa.DateTime(), nullable=True),
@@ -128,8 +127,7 @@ def upgrade() -> None:
     sa.Column('results', sa.JSON(), nullable=True),
     sa.Column('warnings', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('seq'),
-    sa.UniqueConstraint('id'),
-    sa.UniqueConstraint('token_hash')
+    sa.UniqueConstraint('id')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_algorithm_id_status', ['algorithm_id', 'status'], unique=False)

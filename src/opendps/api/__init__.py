@@ -1,0 +1,1 @@
+"""HTTP surfaces: one FastAPI app, three dialects over the service layer (DESIGN §6)."""

@@ -1,0 +1,68 @@
+"""create_app: the one FastAPI application (DESIGN §6)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from opendps import __version__
+from opendps.api import batches, jobs, meta, processes
+from opendps.api.problems import install_error_handlers
+from opendps.service.context import Services
+from opendps.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None,
+               run_jobs: bool | None = None, isolation: str = "process") -> FastAPI:
+    """The API. With ``run_jobs`` (default: settings.run_jobs) the local executor runs in it."""
+    services = services or Services(settings or Settings())
+    settings = services.settings
+    services.catalog.sync_queues(settings.queues)
+    executor_wanted = settings.run_jobs if run_jobs is None else run_jobs
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        executor = None
+        if executor_wanted:
+            from opendps.executors.local import LocalExecutor
+
+            executor = LocalExecutor(services, isolation=isolation)
+            executor.start()
+        app.state.executor = executor
+        try:
+            yield
+        finally:
+            if executor is not None:
+                executor.stop()
+
+    app = FastAPI(
+        title="opendps",
+        version=__version__,
+        description="Open Data Processing System: OGC API - Processes, MAAP-compatible.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.conformance = list(meta.CONFORMANCE)
+    app.state.workers_for = lambda queue: 1 if executor_wanted else 0
+    install_error_handlers(app)
+    for router in (meta.router, processes.router, jobs.router, batches.router):
+        app.include_router(router)
+    _include_optional(app)
+    return app
+
+
+def _include_optional(app: FastAPI) -> None:
+    """Dialects that live in their own modules register themselves here."""
+    for module_name in ("opendps.api.builtins", "opendps.api.maap", "opendps.api.ogc", "opendps.api.ui"):
+        try:
+            module = __import__(module_name, fromlist=["install"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.install(app)

@@ -1,0 +1,85 @@
+"""Execute request bodies: OGC value encodings -> plain input values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from opendps.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class ExecuteBody:
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    response: str = "raw"
+    queue: str | None = None
+    priority: int = 5
+    tags: list[str] = field(default_factory=list)
+    dedup: bool = False
+    subscriber: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_value(value: Any) -> Any:
+    """OGC qualified values: ``{"href": …}`` -> the URL, ``{"value": …}`` -> the value;
+    arrays element-wise; anything else as it is."""
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    if isinstance(value, dict):
+        if "href" in value and isinstance(value["href"], str):
+            return value["href"]
+        if "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema",
+                                                "format"}:
+            return value["value"]
+    return value
+
+
+def _tags(body: dict[str, Any]) -> list[str]:
+    tags = body.get("tags") or []
+    if isinstance(tags, str):
+        tags = [tags]
+    tag = body.get("tag")
+    if tag:
+        tags = [str(tag), *[t for t in tags if t != tag]]
+    return [str(t) for t in tags]
+
+
+def parse_execute(body: Any) -> ExecuteBody:
+    if not isinstance(body, dict):
+        raise InvalidInput("the execute request must be a JSON object with an 'inputs' member")
+    inputs = body.get("inputs") or {}
+    if isinstance(inputs, list):  # OGC 1.0 drafts / WPS-style [{"id": …, "value": …}]
+        inputs = {i.get("id"): i.get("value", i.get("href")) for i in inputs if isinstance(i, dict)}
+    if not isinstance(inputs, dict):
+        raise InvalidInput("'inputs' must be an object mapping input ids to values")
+    try:
+        priority = int(body.get("priority", 5))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"priority must be an integer 0..9; got {body.get('priority')!r}")
+    dedup = body.get("dedup", False)
+    if isinstance(dedup, str):
+        dedup = dedup.strip().lower() in {"true", "1", "yes"}
+    return ExecuteBody(
+        inputs={k: decode_value(v) for k, v in inputs.items()},
+        outputs=body.get("outputs") or {},
+        response=body.get("response", "raw"),
+        queue=body.get("queue") or None,
+        priority=priority,
+        tags=_tags(body),
+        dedup=bool(dedup),
+        subscriber=body.get("subscriber") or {},
+    )
+
+
+async def decode_execute_body(request: Request) -> ExecuteBody:
+    raw = await request.body()
+    if not raw.strip():
+        return parse_execute({})
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"the execute request is not valid JSON: {exc}") from exc
+    return parse_execute(body)

@@ -1,0 +1,123 @@
+"""/processes: list, describe, register, replace, undeploy, package, execute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from opendps.api.deps import base_url, current_user, services_of
+from opendps.api.documents import process_description, process_summary, status_info
+from opendps.api.execution import decode_execute_body
+from opendps.errors import Forbidden, ImmutableProcess, InvalidInput
+from opendps.service.jobs import Submission
+from opendps.service.packages import parse_package
+
+router = APIRouter(tags=["processes"])
+
+
+@router.get("/processes", summary="List processes")
+def list_processes(request: Request, limit: int = Query(100, ge=1, le=10000),
+                   next: str | None = Query(None)) -> dict[str, Any]:
+    services = services_of(request)
+    page = services.algorithms.list(limit=limit, cursor=next)
+    base = base_url(request)
+    links = [{"href": f"{base}/processes", "rel": "self", "type": "application/json"}]
+    if page.next_cursor:
+        links.append({"href": f"{base}/processes?limit={limit}&next={page.next_cursor}",
+                      "rel": "next", "type": "application/json"})
+    return {
+        "processes": [process_summary(a, base) for a in page.items],
+        "numberMatched": page.number_matched,
+        "links": links,
+    }
+
+
+@router.get("/processes/{process_id}", summary="Describe a process")
+def describe_process(process_id: str, request: Request) -> dict[str, Any]:
+    algorithm = services_of(request).algorithms.get(process_id)
+    return process_description(algorithm, base_url(request))
+
+
+async def _register(request: Request, *, replace: bool, process_id: str | None = None,
+                    workflow: str | None = None) -> tuple[Any, Any]:
+    services = services_of(request)
+    user = current_user(request)
+    body = await request.body()
+    if not body.strip():
+        raise InvalidInput("the request body is empty; send the algorithm registration")
+    package = parse_package(body, request.headers.get("content-type"), workflow=workflow)
+    if process_id is not None:
+        current = services.algorithms.get(process_id)
+        if current.builtin:
+            raise ImmutableProcess(f"process {current.process_id} is built in")
+        if (package.spec.name, package.spec.version) != (current.name, current.version):
+            raise InvalidInput(
+                f"the body describes {package.spec.process_id}, not {current.process_id}"
+            )
+        if services.settings.auth and current.owner != user and not services.identity.is_admin(user):
+            raise Forbidden(f"process {current.process_id} belongs to {current.owner}")
+    algorithm = services.algorithms.register(
+        package.spec, owner=user, package=package.body, package_type=package.media_type,
+        replace=replace,
+    )
+    return algorithm, package
+
+
+@router.post("/processes", status_code=201, summary="Register (deploy) a process")
+async def deploy_process(request: Request, w: str | None = Query(None)) -> JSONResponse:
+    algorithm, _ = await _register(request, replace=False, workflow=w)
+    base = base_url(request)
+    return JSONResponse(
+        {"processSummary": process_summary(algorithm, base), **process_summary(algorithm, base)},
+        status_code=201, headers={"Location": f"{base}/processes/{algorithm.process_id}"},
+    )
+
+
+@router.put("/processes/{process_id}", summary="Replace a process")
+async def replace_process(process_id: str, request: Request, w: str | None = Query(None)
+                          ) -> JSONResponse:
+    algorithm, _ = await _register(request, replace=True, process_id=process_id, workflow=w)
+    return JSONResponse(process_summary(algorithm, base_url(request)))
+
+
+@router.delete("/processes/{process_id}", status_code=204, summary="Undeploy a process")
+def undeploy_process(process_id: str, request: Request) -> Response:
+    services = services_of(request)
+    user = current_user(request)
+    algorithm = services.algorithms.get(process_id)
+    if services.settings.auth and algorithm.owner != user and not services.identity.is_admin(user):
+        raise Forbidden(f"process {algorithm.process_id} belongs to {algorithm.owner}")
+    services.algorithms.delete(process_id)
+    return Response(status_code=204)
+
+
+@router.get("/processes/{process_id}/package", summary="The registration as deployed")
+def process_package(process_id: str, request: Request) -> Response:
+    algorithm = services_of(request).algorithms.get(process_id)
+    if algorithm.package is None:
+        return JSONResponse(algorithm.spec)
+    return Response(algorithm.package, media_type=algorithm.package_type or "application/yaml")
+
+
+@router.get("/processes/{process_id}/build/log", summary="The build log",
+            response_class=PlainTextResponse)
+def build_log(process_id: str, request: Request) -> str:
+    return services_of(request).algorithms.build_log(process_id)
+
+
+@router.post("/processes/{process_id}/execution", summary="Execute a process (create a job)")
+async def execute_process(process_id: str, request: Request,
+                          user: str = Depends(current_user)) -> JSONResponse:
+    services = services_of(request)
+    body = await decode_execute_body(request)
+    algorithm = services.algorithms.get(process_id)
+    job = services.jobs.submit(
+        Submission(process_id=algorithm.process_id, inputs=body.inputs, queue=body.queue,
+                   priority=body.priority, tags=body.tags, dedup=body.dedup),
+        owner=user,
+    )
+    base = base_url(request)
+    return JSONResponse(status_info(job, base), status_code=200 if job.deduped else 201,
+                        headers={"Location": f"{base}/jobs/{job.id}"})

@@ -1,0 +1,1 @@
+"""Executors dispatch claimed jobs to ``runner.run_job``; they hold no job state."""

@@ -1,0 +1,230 @@
+"""The local executor: claims jobs from the store and starts a supervisor for each.
+
+It runs inside ``dps server`` and in ``dps worker`` processes against the same store.
+Slots are per queue over all workers (the store counts running jobs when claiming).
+Supervisors are forked by a launcher process (runner/supervisor.py), or, with
+``isolation="thread"`` (tests, run-local), run in a thread of this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from opendps.executors.recovery import process_alive, recover_host, recover_job, worker_id
+
+if TYPE_CHECKING:
+    from opendps.service.context import Services
+
+log = logging.getLogger(__name__)
+RECOVERY_INTERVAL = 5.0  # seconds between checks that adopted supervisors still live
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        queues: Iterable[str] | None = None,
+        isolation: str = "process",
+        run_builds: bool = True,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        names = list(queues) if queues else [q.name for q in self.settings.queues]
+        unknown = [n for n in names if self.settings.queue(n) is None]
+        if unknown:
+            from opendps.errors import NoSuchQueue
+
+            raise NoSuchQueue(f"unknown queue(s) {unknown}")
+        self.queue_slots = {n: self.settings.queue(n).slots for n in names}  # type: ignore[union-attr]
+        self.isolation = isolation
+        self.run_builds = run_builds
+        self.host = os.uname().nodename
+        self.worker = worker_id()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._launcher: subprocess.Popen[bytes] | None = None
+        self._launch_lock = threading.Lock()
+        self._local: dict[str, int | None] = {}  # job id -> supervisor pid (None: thread)
+        self._adopted: dict[str, tuple[int, float | None]] = {}
+        self._local_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        if self.run_builds:
+            self.services.catalog.requeue_interrupted_builds()
+            self._spawn(self._build_loop, "dps-builds")
+        if self.isolation == "process":
+            self._start_launcher()
+        self._spawn(self._dispatch_loop, "dps-dispatch")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming. Running supervisors carry on (a restart adopts them)."""
+        self._stop.set()
+        self.services.work_available.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        if self._launcher is not None:
+            try:
+                if self._launcher.stdin:
+                    self._launcher.stdin.close()
+                self._launcher.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self._launcher.kill()
+
+    def _spawn(self, target, name: str) -> None:  # type: ignore[no-untyped-def]
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        adopted, recovered = recover_host(self.services, self.host)
+        for job in adopted:
+            attempt = self.services.job_store.attempts(job.id)[-1]
+            if attempt.pid:
+                with self._local_lock:
+                    self._adopted[job.id] = (attempt.pid, attempt.pid_started)
+        if adopted or recovered:
+            log.info("recovery: adopted %d running job(s), recovered %d", len(adopted),
+                     len(recovered), extra={"action": "recovered"})
+
+    def _check_adopted(self) -> None:
+        with self._local_lock:
+            adopted = dict(self._adopted)
+        for job_id, (pid, started) in adopted.items():
+            if process_alive(pid, started):
+                continue
+            with self._local_lock:
+                self._adopted.pop(job_id, None)
+            job = self.services.job_store.get_job(job_id)
+            if not job.status.terminal:
+                recover_job(self.services, job, "its supervisor process ended without finishing it")
+            self.services.work_available.set()
+
+    # -- dispatching ----------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        last_check = time.monotonic()
+        while not self._stop.is_set():
+            self.services.work_available.wait(self.settings.poll_interval)
+            self.services.work_available.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self._claim_all()
+                if time.monotonic() - last_check > RECOVERY_INTERVAL:
+                    last_check = time.monotonic()
+                    self._check_adopted()
+                    self.recover_stale()
+            except Exception:
+                log.exception("dispatch loop error", extra={"action": "dispatch_error"})
+                time.sleep(self.settings.poll_interval)
+
+    def _claim_all(self) -> None:
+        while not self._stop.is_set():
+            job = self.services.job_store.claim_next(
+                self.queue_slots, host=self.host, worker=self.worker
+            )
+            if job is None:
+                return
+            log.info("job %s claimed (queue %s)", job.id, job.queue,
+                     extra={"action": "job_claimed", "job_id": job.id})
+            self._launch(job.id)
+
+    def recover_stale(self) -> None:
+        """Running jobs of this host with no live supervisor (e.g. one that was killed)."""
+        with self._local_lock:
+            mine = set(self._local) | set(self._adopted)
+        for job, attempt in self.services.job_store.running_on_host(self.host):
+            if job.id in mine or attempt is None or attempt.worker == self.worker:
+                continue
+            from opendps.executors.recovery import is_orphaned
+
+            if is_orphaned(attempt):
+                recover_job(self.services, job, "its supervisor process was gone")
+
+    def _launch(self, job_id: str) -> None:
+        with self._local_lock:
+            self._local[job_id] = None
+        if self.isolation == "thread":
+            thread = threading.Thread(target=self._run_in_thread, args=(job_id,),
+                                      name=f"job-{job_id[:8]}", daemon=True)
+            thread.start()
+            return
+        with self._launch_lock:
+            if self._launcher is None or self._launcher.poll() is not None:
+                self._start_launcher()
+            assert self._launcher is not None and self._launcher.stdin is not None
+            self._launcher.stdin.write(f"{job_id}\n".encode())
+            self._launcher.stdin.flush()
+
+    def _run_in_thread(self, job_id: str) -> None:
+        from opendps.runner.run import run_job
+
+        try:
+            run_job(self.services, job_id)
+        except Exception:
+            log.exception("job %s: run_job raised", job_id)
+        finally:
+            self._job_done(job_id)
+
+    def _job_done(self, job_id: str) -> None:
+        with self._local_lock:
+            self._local.pop(job_id, None)
+        self.services.work_available.set()
+
+    # -- the launcher ---------------------------------------------------------------------
+
+    def _start_launcher(self) -> None:
+        env = dict(os.environ)
+        env["DPS_LAUNCHER_SETTINGS"] = json.dumps(self.settings.model_dump(mode="json"))
+        self._launcher = subprocess.Popen(
+            [sys.executable, "-m", "opendps.runner.supervisor"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            start_new_session=True,  # Ctrl-C on the server must not reach running jobs
+        )
+        self._spawn(lambda p=self._launcher: self._read_launcher(p), "dps-launcher-reader")
+
+    def _read_launcher(self, launcher: subprocess.Popen[bytes]) -> None:
+        assert launcher.stdout is not None
+        for raw in launcher.stdout:
+            parts = raw.decode().split()
+            if len(parts) >= 3 and parts[0] == "exited":
+                job_id = parts[1]
+                self._job_done(job_id)
+                job = self.services.job_store.get_job(job_id)
+                if not job.status.terminal:
+                    recover_job(self.services, job,
+                                f"its supervisor exited ({parts[3] if len(parts) > 3 else '?'}) "
+                                "without finishing it")
+            elif len(parts) >= 3 and parts[0] == "started":
+                with self._local_lock:
+                    self._local[parts[1]] = int(parts[2])
+
+    # -- builds ---------------------------------------------------------------------------
+
+    def _build_loop(self) -> None:
+        while not self._stop.is_set():
+            builds = self.services.catalog.queued_builds()
+            if not builds:
+                self._stop.wait(self.settings.poll_interval)
+                continue
+            for build in builds:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.services.algorithms.run_build(build)
+                except Exception:
+                    log.exception("build %s failed to run", build.id)
