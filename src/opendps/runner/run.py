@@ -82,8 +82,12 @@ def run_job(services: Services, job_id: str, *, cancel_event: threading.Event | 
         outcome = (failure.status, failure.reason, failure.phase, failure.message)
     except Exception as exc:  # a bug in opendps must still end the job
         log.exception("job %s: runner crashed", job_id, extra={"action": "runner_crashed"})
-        outcome = (JobStatus.FAILED, Reason.WORKER_LOST, _phase_of(state),
-                   f"internal error in the runner: {exc!r}")
+        outcome = (
+            JobStatus.FAILED,
+            Reason.WORKER_LOST,
+            _phase_of(state),
+            f"internal error in the runner: {exc!r}",
+        )
     return _finish(services, state, *outcome)
 
 
@@ -99,10 +103,14 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
     build = algorithm.build
     state.metrics["_phase"] = Phase.BUILD.value
     if build is None or build.status != BuildStatus.READY:
-        raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.BUILD,
-                        f"the build of {algorithm.process_id} is not ready "
-                        f"({build.status.value if build else 'missing'}): "
-                        f"{(build.message if build else '') or ''}".rstrip(": "))
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.BUILD_ERROR,
+            Phase.BUILD,
+            f"the build of {algorithm.process_id} is not ready "
+            f"({build.status.value if build else 'missing'}): "
+            f"{(build.message if build else '') or ''}".rstrip(": "),
+        )
     state.metrics["build_commit"] = build.commit
 
     work = prepare_workdir(settings.jobs_dir / job.id, job)
@@ -136,10 +144,14 @@ def _localize(services: Services, state: RunState, spec: AlgorithmSpec, watch: C
     assert state.work is not None
     try:
         report = localize_inputs(
-            file_inputs, state.work.input, settings.cache_dir,
-            tries=settings.download_tries, timeout=settings.download_timeout,
+            file_inputs,
+            state.work.input,
+            settings.cache_dir,
+            tries=settings.download_tries,
+            timeout=settings.download_timeout,
             deadline=time.monotonic() + settings.localize_time_limit,
-            storage_options=storage_options(settings), should_cancel=watch,
+            storage_options=storage_options(settings),
+            should_cancel=watch,
         )
     except LocalizeError as exc:
         _check_cancel(watch, Phase.LOCALIZE)
@@ -151,14 +163,23 @@ def _localize(services: Services, state: RunState, spec: AlgorithmSpec, watch: C
         "rate_bytes_per_second": round(report.rate, 1),
         "cached": sum(1 for d in report.downloads if d.cached),
         "downloads": [
-            {"input": d.input, "url": d.url, "file": d.path.name, "bytes": d.bytes,
-             "seconds": round(d.seconds, 3), "cached": d.cached, "attempts": d.attempts}
+            {
+                "input": d.input,
+                "url": d.url,
+                "file": d.path.name,
+                "bytes": d.bytes,
+                "seconds": round(d.seconds, 3),
+                "cached": d.cached,
+                "attempts": d.attempts,
+            }
             for d in report.downloads
         ],
     }
 
 
-def job_environment(services: Services, job: Job, work: WorkDir, env_dir: str | None) -> dict[str, str]:
+def job_environment(
+    services: Services, job: Job, work: WorkDir, env_dir: str | None
+) -> dict[str, str]:
     """The run contract's environment (DESIGN §4)."""
     from opendps.registry.environment import algorithm_environment
 
@@ -181,8 +202,14 @@ def job_environment(services: Services, job: Job, work: WorkDir, env_dir: str | 
     return env
 
 
-def _execute(services: Services, state: RunState, spec: AlgorithmSpec,
-             algorithm_dir: str | None, env_dir: str | None, watch: CancelWatch) -> None:
+def _execute(
+    services: Services,
+    state: RunState,
+    spec: AlgorithmSpec,
+    algorithm_dir: str | None,
+    env_dir: str | None,
+    watch: CancelWatch,
+) -> None:
     from opendps.registry.build import resolve_run_command
     from opendps.registry.environment import write_login_profile
     from opendps.runner.execute import execute
@@ -202,11 +229,18 @@ def _execute(services: Services, state: RunState, spec: AlgorithmSpec,
             raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
         argv += positional_args(spec, job.inputs)
     result = execute(
-        argv, cwd=work.root, env=env, stdout_path=work.stdout, stderr_path=work.stderr,
+        argv,
+        cwd=work.root,
+        env=env,
+        stdout_path=work.stdout,
+        stderr_path=work.stderr,
         time_limit=queue.time_limit if queue else None,
         memory_limit=queue.memory if queue else None,
-        kill_grace=settings.kill_grace, should_cancel=watch, cancel_event=watch.event,
-        job_id=job.id, on_start=lambda pid: _record_run_pid(work, pid),
+        kill_grace=settings.kill_grace,
+        should_cancel=watch,
+        cancel_event=watch.event,
+        job_id=job.id,
+        on_start=lambda pid: _record_run_pid(work, pid),
     )
     state.exit_code = result.exit_code
     state.metrics.update(
@@ -224,18 +258,35 @@ def _execute(services: Services, state: RunState, spec: AlgorithmSpec,
     if result.cancelled:
         raise JobFailed(JobStatus.DISMISSED, Reason.CANCELLED, Phase.RUN, "cancelled by request")
     if result.timed_out:
-        raise JobFailed(JobStatus.FAILED, Reason.TIMEOUT, Phase.RUN,
-                        f"killed after the queue's time limit of {queue.time_limit:g} s"
-                        if queue and queue.time_limit else "killed after its time limit")
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.TIMEOUT,
+            Phase.RUN,
+            f"killed after the queue's time limit of {queue.time_limit:g} s"
+            if queue and queue.time_limit
+            else "killed after its time limit",
+        )
     if result.oom:
-        raise JobFailed(JobStatus.FAILED, Reason.OOM, Phase.RUN,
-                        f"killed for using more than the queue's memory limit ({queue.memory} bytes)"
-                        if queue and queue.memory else "killed for running out of memory")
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.OOM,
+            Phase.RUN,
+            f"killed for using more than the queue's memory limit ({queue.memory} bytes)"
+            if queue and queue.memory
+            else "killed for running out of memory",
+        )
     if result.exit_code != 0:
-        how = (f"exit code {result.exit_code}" if result.exit_code is not None
-               else f"signal {result.signal}")
-        raise JobFailed(JobStatus.FAILED, Reason.EXIT_CODE, Phase.RUN,
-                        f"the run command ended with {how}; see stderr")
+        how = (
+            f"exit code {result.exit_code}"
+            if result.exit_code is not None
+            else f"signal {result.signal}"
+        )
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.EXIT_CODE,
+            Phase.RUN,
+            f"the run command ended with {how}; see stderr",
+        )
     results_file = work.output / RESULTS_FILE
     if results_file.exists():
         try:
@@ -282,8 +333,14 @@ def _stage(services: Services, state: RunState) -> None:
     }
 
 
-def _finish(services: Services, state: RunState, status: JobStatus, reason: Reason | None,
-            phase: Phase | None, message: str) -> Job:
+def _finish(
+    services: Services,
+    state: RunState,
+    status: JobStatus,
+    reason: Reason | None,
+    phase: Phase | None,
+    message: str,
+) -> Job:
     from opendps.runner.hostinfo import host_facts
     from opendps.service.jobs import output_prefix
 
@@ -313,8 +370,13 @@ def _finish(services: Services, state: RunState, status: JobStatus, reason: Reas
             fields["work_dir"] = None
     try:
         return services.job_store.transition(
-            job.id, status, allowed_from=[JobStatus.RUNNING], reason=reason, phase=phase,
-            message=message, **fields,
+            job.id,
+            status,
+            allowed_from=[JobStatus.RUNNING],
+            reason=reason,
+            phase=phase,
+            message=message,
+            **fields,
         )
     except InvalidTransition:  # someone else ended it (recovery); keep their verdict
         return services.job_store.get_job(job.id)

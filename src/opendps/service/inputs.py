@@ -44,7 +44,9 @@ def _number(spec: InputSpec, value: Any) -> int | float:
         if not number.is_integer():
             raise InvalidInput(f"input {spec.name!r} must be an integer; got {value!r}")
         return int(number)
-    return int(number) if isinstance(value, int) else number
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
+        return int(number)  # "3" stays 3 on the command line, not 3.0
+    return number
 
 
 def _file(spec: InputSpec, value: Any) -> Any:

@@ -1,0 +1,8 @@
+"""Shared fixtures live in tests/support/*; each module is listed here once."""
+
+pytest_plugins: list[str] = [
+    "tests.support.dps",
+    "tests.support.git_repos",
+    "tests.support.http_server",
+    "tests.support.s3_server",
+]

@@ -1,0 +1,1 @@
+"""Reusable fixtures: each module is a pytest plugin listed in tests/conftest.py."""
