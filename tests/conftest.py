@@ -4,5 +4,6 @@ pytest_plugins: list[str] = [
     "tests.support.dps",
     "tests.support.git_repos",
     "tests.support.http_server",
+    "tests.support.live_server",
     "tests.support.s3_server",
 ]

@@ -207,6 +207,35 @@ def test_background_child_of_a_finished_job_is_ended(tmp_path: Path, mode: str) 
     assert result.wall_seconds < 2
 
 
+def test_error_in_a_callback_still_ends_the_job(tmp_path: Path, mode: str) -> None:
+    pids: list[int] = []
+
+    def fail(pid: int) -> None:
+        pids.append(pid)
+        raise RuntimeError("store unreachable")
+
+    with pytest.raises(RuntimeError):
+        run(tmp_path, bash("sleep 100 & sleep 100"), on_start=fail, job_id="job-err-test")
+    assert not running(pids[0])
+    assert limits.find_job_cgroup("job-err-test") is None
+
+
+def test_concurrent_runs_in_threads(tmp_path: Path, mode: str) -> None:
+    results: dict[int, ExecResult] = {}
+
+    def one(code: int) -> None:
+        work = tmp_path / str(code)
+        work.mkdir()
+        results[code] = run(work, bash(f"sleep 0.3; exit {code}"))
+
+    threads = [threading.Thread(target=one, args=(code,)) for code in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {code: r.exit_code for code, r in results.items()} == {1: 1, 2: 2, 3: 3}
+
+
 def test_kill_process_group(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         bash("trap '' TERM; sleep 100 & sleep 100 & wait"), start_new_session=True
@@ -246,14 +275,22 @@ def test_cpu_time_of_a_busy_child(tmp_path: Path, mode: str) -> None:
     assert result.cpu_user + result.cpu_system < result.wall_seconds * 2 + 0.1
 
 
+BUSY_NOTING_CPU = """
+import os, time
+while True:
+    t = time.process_time()
+    while time.process_time() - t < 0.05:
+        pass
+    with open("cpu.tmp", "w") as f:
+        f.write(str(time.process_time()))
+    os.replace("cpu.tmp", "cpu.txt")
+"""
+
+
 def test_cpu_time_of_a_busy_child_killed_at_its_time_limit(tmp_path: Path, mode: str) -> None:
     # The child notes its own CPU time as it goes (the machine may be shared with other tests).
-    busy = (
-        f"{PY} -c 'import os, time\nwhile True:\n"
-        f"    t = time.process_time()\n    while time.process_time() - t < 0.05: pass\n"
-        f'    open("cpu.txt", "w").write(str(time.process_time()))\''
-    )
-    result = run(tmp_path, bash(f"{busy}; true"), time_limit=0.8, sample_interval=0.1)
+    (tmp_path / "busy.py").write_text(BUSY_NOTING_CPU)
+    result = run(tmp_path, bash(f"{PY} busy.py; true"), time_limit=0.8, sample_interval=0.1)
     assert result.timed_out
     noted = float((tmp_path / "cpu.txt").read_text())
     assert noted > 0.1

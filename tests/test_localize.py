@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 import threading
 import time
@@ -49,7 +51,7 @@ def test_values_as_list_json_array_and_comma_separated() -> None:
 
 
 def test_bad_values_fail_before_any_download() -> None:
-    with pytest.raises(LocalizeError, match="'granule'.*not a URL"):
+    with pytest.raises(LocalizeError, match=r"'granule'.*not a URL"):
         parse_urls("relative/path.tif", "granule")
     with pytest.raises(LocalizeError, match="unsupported URL scheme"):
         parse_urls("nosuchscheme://x/y")
@@ -133,6 +135,21 @@ def test_cache_hit_links_without_downloading(http_files: HttpFiles, tmp_path: Pa
     assert not stat.S_IMODE(b.st_mode) & 0o222
 
 
+def test_cache_on_another_device_is_copied(http_files: HttpFiles, tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a different file system than tmp")
+    http_files.add("x.tif", b"copied")
+    input_dir = shm / f"opendps-test-{uuid.uuid4().hex}"
+    try:
+        report = localize_inputs({"f": http_files.url("x.tif")}, input_dir, tmp_path / "c")
+        [download] = report.downloads
+        assert download.path.read_bytes() == b"copied"
+        assert download.path.stat().st_mode & 0o200  # a private copy: writable
+    finally:
+        shutil.rmtree(input_dir, ignore_errors=True)
+
+
 def test_concurrent_jobs_share_one_download(http_files: HttpFiles, tmp_path: Path) -> None:
     http_files.add("big.bin", 2 << 20)
     http_files.throttle("big.bin", 4 << 20)  # ~0.5 s, so the two jobs overlap
@@ -214,7 +231,7 @@ def test_cancel_between_chunks(http_files: HttpFiles, dirs: tuple[Path, Path]) -
     cancelled = threading.Event()
     threading.Timer(0.5, cancelled.set).start()
     started = time.monotonic()
-    with pytest.raises(LocalizeCancelled, match="^cancelled$"):
+    with pytest.raises(LocalizeCancelled, match=r"^cancelled$"):
         localize(dirs, {"f": http_files.url("big.bin")}, should_cancel=cancelled.is_set)
     assert time.monotonic() - started < 2
     assert not (dirs[0] / "big.bin").exists()
@@ -299,6 +316,6 @@ def test_s3_download(s3_server: S3Server, dirs: tuple[Path, Path]) -> None:
 def test_s3_missing_object_fails_at_once(s3_server: S3Server, dirs: tuple[Path, Path]) -> None:
     url = s3_server.url(f"{uuid.uuid4().hex}/absent.tif")
     started = time.monotonic()
-    with pytest.raises(LocalizeError, match=f"download of {url} failed: not found"):
+    with pytest.raises(LocalizeError, match=re.escape(f"download of {url} failed: not found")):
         localize(dirs, {"f": url}, storage_options=s3_server.storage_options())
     assert time.monotonic() - started < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import uuid
 from pathlib import Path
@@ -177,3 +178,20 @@ def test_open_storage_on_s3(s3_server: S3Server, tmp_path: Path) -> None:
     assert storage.put_dir(tmp_path / "out", "job") == [
         StoredFile("x.txt", 1, f"s3://{s3_server.bucket}/from-settings/job/x.txt")
     ]
+
+
+def _stage_in_child(storage: Storage, folder: Path) -> None:
+    files = storage.put_dir(folder, "forked")
+    os._exit(0 if [f.path for f in storage.list("forked")] == [f.path for f in files] else 3)
+
+
+def test_usable_in_a_forked_child(storage: Storage, output_dir: Path) -> None:
+    """Jobs run in forked supervisors that reuse the parent's storage object."""
+    storage.list("")  # the parent has used it (for S3: started its event loop)
+    child = multiprocessing.get_context("fork").Process(
+        target=_stage_in_child, args=(storage, output_dir)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert len(storage.list("forked")) == 4

@@ -149,8 +149,13 @@ class _Weed:
         env = {**os.environ, "TMPDIR": str(self.workdir)}  # its log files go there
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.command,
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def wait_ready(self, server: S3Server) -> None:
@@ -161,7 +166,9 @@ class _Weed:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"weed exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 fs.mkdir(server.bucket)
                 return

@@ -72,15 +72,15 @@ class LocalExecutor:
         """Stop claiming. Running supervisors carry on (a restart adopts them)."""
         self._stop.set()
         self.services.work_available.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        if self._launcher is not None:
+        if self._launcher is not None:  # first, so its reader thread sees EOF
             try:
                 if self._launcher.stdin:
                     self._launcher.stdin.close()
                 self._launcher.wait(timeout)
             except (OSError, subprocess.TimeoutExpired):
                 self._launcher.kill()
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _spawn(self, target, name: str) -> None:  # type: ignore[no-untyped-def]
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -94,46 +94,34 @@ def execute(
     Raises ``OSError`` if the command cannot be started (not found, not executable).
     """
     group = limits.create_job_cgroup(job_id or f"run-{uuid.uuid4().hex[:12]}", memory_limit)
-    enforcement = _enforcement(group, memory_limit)
-    started, t0 = time.time(), time.monotonic()
     try:
-        proc = _start(argv, cwd, env, stdout_path, stderr_path, group, enforcement, memory_limit)
-    except subprocess.SubprocessError as exc:  # joining the cgroup failed in the child
-        if group is None:
-            raise
-        log.warning("cannot start in cgroup %s (%s); retrying without", group.path, exc)
-        group.remove()
-        group = None
-        enforcement = _enforcement(group, memory_limit)
-        proc = _start(argv, cwd, env, stdout_path, stderr_path, group, enforcement, memory_limit)
-    except BaseException:
-        if group is not None:
-            group.remove()
-        raise
-    pid = proc.pid
-    waiter = _ExitWaiter(pid)
-    tree = _TreeSampler(pid, group)
-    stop: str | None = None
-    try:
-        if on_start is not None:
-            on_start(pid)
-        stop = _supervise(
-            waiter, tree, t0, time_limit, should_cancel, cancel_event, sample_interval
+        started, t0 = time.time(), time.monotonic()
+        proc, group, enforcement = _start(
+            argv, cwd, env, stdout_path, stderr_path, group, memory_limit
         )
-        if stop is not None:
-            tree.sample()  # last look at the CPU of processes the kill will orphan
-            _terminate(pid, kill_grace, group)
-        waiter.wait(None)
-        if tree.sample_leftovers():
-            _terminate(pid, kill_grace, group)
-    finally:
-        if waiter.result is None:  # an exception (or KeyboardInterrupt) above: end it all now
-            _terminate(pid, 0.0, group)
+        pid = proc.pid
+        waiter = _ExitWaiter(pid)
+        tree = _TreeSampler(pid, group)
+        stop: str | None = None
+        try:
+            if on_start is not None:
+                on_start(pid)
+            stop = _supervise(
+                waiter, tree, t0, time_limit, should_cancel, cancel_event, sample_interval
+            )
+            if stop is not None:
+                tree.sample()  # last look at the CPU of processes the kill will orphan
+                _terminate(pid, kill_grace, group)
             waiter.wait(None)
-        waiter.close()
-        proc.returncode = waiter.returncode  # already reaped: keep Popen from trying again
-    wall = time.monotonic() - t0
-    try:
+            if tree.sample_leftovers():
+                _terminate(pid, kill_grace, group)
+        finally:
+            if waiter.result is None:  # an exception (or KeyboardInterrupt) above: end it all
+                _terminate(pid, 0.0, group)
+                waiter.wait(None)
+            waiter.close()
+            proc.returncode = waiter.returncode  # already reaped: keep Popen from trying again
+        wall = time.monotonic() - t0
         return _result(waiter, tree, group, enforcement, stop, started, wall)
     finally:
         if group is not None:
@@ -168,7 +156,28 @@ def _start(
     stdout_path: Path,
     stderr_path: Path,
     group: limits.JobCgroup | None,
-    enforcement: str,
+    memory_limit: int | None,
+) -> tuple[subprocess.Popen[bytes], limits.JobCgroup | None, str]:
+    """Start the command; return it, the cgroup it runs in, and the memory enforcement."""
+    try:
+        proc = _popen(argv, cwd, env, stdout_path, stderr_path, group, memory_limit)
+        return proc, group, _enforcement(group, memory_limit)
+    except subprocess.SubprocessError as exc:  # joining the cgroup failed in the child
+        if group is None:
+            raise
+        log.warning("cannot start in cgroup %s (%s); starting without", group.path, exc)
+        group.remove()
+    proc = _popen(argv, cwd, env, stdout_path, stderr_path, None, memory_limit)
+    return proc, None, _enforcement(None, memory_limit)
+
+
+def _popen(
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+    group: limits.JobCgroup | None,
     memory_limit: int | None,
 ) -> subprocess.Popen[bytes]:
     with ExitStack() as stack:
@@ -178,7 +187,7 @@ def _start(
         preexec: Callable[[], object] | None = None
         if group is not None:
             preexec = stack.enter_context(limits.cgroup_preexec(group))
-        elif enforcement == limits.RLIMIT and memory_limit:
+        elif memory_limit and limits.has_rlimit():
             preexec = limits.rlimit_preexec(memory_limit)
         return subprocess.Popen(
             list(argv),

@@ -258,10 +258,11 @@ def _probe(version: int, folder: Path) -> bool:
     except OSError:
         return False
     finally:
-        try:
-            group.path.rmdir()
-        except OSError:
-            pass
+        for leftover in (group.path, folder):  # the folder stays only while jobs use it
+            try:
+                leftover.rmdir()
+            except OSError:
+                pass
 
 
 def _own_cgroup_path(match: Callable[[str], bool], hierarchy_id: str | None = None) -> str | None:

@@ -136,7 +136,10 @@ def localize_inputs(
             if url in fetched:  # the same URL twice: it is already in place
                 size, cached, attempts = target.stat().st_size, True, 0
             else:
-                size, cached, attempts = _fetch(session, url, target, cache_dir)
+                try:
+                    size, cached, attempts = _fetch(session, url, target, cache_dir)
+                except OSError as exc:  # disk full, unwritable input dir, ...
+                    raise LocalizeError(f"download of {url} failed: {exc}") from exc
                 fetched[url] = target
             seconds = time.monotonic() - started
             downloads.append(Download(input_name, url, target, size, seconds, cached, attempts))
@@ -164,6 +167,8 @@ def parse_urls(value: Any, input_name: str = "input") -> list[str]:
     """A file input's value as a list of URLs (list, JSON array, or comma-separated)."""
     if value is None:
         return []
+    if isinstance(value, Mapping) and "href" in value:  # an OGC qualified value {"href": …}
+        return parse_urls(value["href"], input_name)
     if isinstance(value, list | tuple):
         return [url for item in value for url in parse_urls(item, input_name)]
     text = str(value).strip()
@@ -208,7 +213,7 @@ def _unique_name(name: str, taken: set[str]) -> str:
 
 
 def _split_extension(name: str) -> tuple[str, str]:
-    """``x.tif`` → (``x``, ``.tif``); ``x.tar.gz`` → (``x``, ``.tar.gz``); ``.env`` → (``.env``, ``""``)."""
+    """(stem, extension): ``x.tar.gz`` → (``x``, ``.tar.gz``), ``.env`` → (``.env``, ``""``)."""
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
         return name, ""
@@ -379,10 +384,12 @@ def _http_try(session: _Session, url: str, part: Path, state: dict[str, str]) ->
 
 def _check_status(url: str, resp: httpx.Response) -> None:
     status = resp.status_code
+    # HTTP/2 has no reason phrase on the wire: use the standard one.
+    text = f"HTTP {status} {resp.reason_phrase or httpx.codes.get_reason_phrase(status)}"
     if status == 429 or status >= 500:
-        raise _Retry(f"HTTP {status} {resp.reason_phrase}", _retry_after(resp))
+        raise _Retry(text.strip(), _retry_after(resp))
     if status >= 300 or status < 200:
-        raise LocalizeError(f"download of {url} failed: HTTP {status} {resp.reason_phrase}")
+        raise LocalizeError(f"download of {url} failed: {text.strip()}")
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -212,7 +212,6 @@ def _execute(
 ) -> None:
     from opendps.registry.build import resolve_run_command
     from opendps.registry.environment import write_login_profile
-    from opendps.runner.execute import execute
 
     settings = services.settings
     job, work = state.job, state.work
@@ -228,20 +227,11 @@ def _execute(
         except OpenDPSError as exc:
             raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
         argv += positional_args(spec, job.inputs)
-    result = execute(
-        argv,
-        cwd=work.root,
-        env=env,
-        stdout_path=work.stdout,
-        stderr_path=work.stderr,
-        time_limit=queue.time_limit if queue else None,
-        memory_limit=queue.memory if queue else None,
-        kill_grace=settings.kill_grace,
-        should_cancel=watch,
-        cancel_event=watch.event,
-        job_id=job.id,
-        on_start=lambda pid: _record_run_pid(work, pid),
-    )
+    try:
+        result = _start_execute(services, state, argv, env, queue, watch)
+    except OSError as exc:  # e.g. a shebang naming an interpreter that does not exist
+        raise JobFailed(JobStatus.FAILED, Reason.EXIT_CODE, Phase.RUN,
+                        f"the run command could not be started: {exc}")
     state.exit_code = result.exit_code
     state.metrics.update(
         exit_code=result.exit_code,
@@ -293,6 +283,21 @@ def _execute(
             state.results = json.loads(results_file.read_text())
         except json.JSONDecodeError as exc:
             state.warnings.append(f"{RESULTS_FILE} is not valid JSON: {exc}")
+
+
+def _start_execute(services: Services, state: RunState, argv: list[str], env: dict[str, str],
+                   queue: Any, watch: CancelWatch) -> Any:
+    from opendps.runner.execute import execute
+
+    work = state.work
+    assert work is not None
+    return execute(
+        argv, cwd=work.root, env=env, stdout_path=work.stdout, stderr_path=work.stderr,
+        time_limit=queue.time_limit if queue else None,
+        memory_limit=queue.memory if queue else None,
+        kill_grace=services.settings.kill_grace, should_cancel=watch, cancel_event=watch.event,
+        job_id=state.job.id, on_start=lambda pid: _record_run_pid(work, pid),
+    )
 
 
 def _record_run_pid(work: WorkDir, pid: int) -> None:

@@ -47,17 +47,17 @@ class FsspecStorage:
         self.protocol = protocol
         self._root = root
         self._local = protocol == "file"
+        self._options = dict(storage_options or {})
         if self._local:
             self.url = "file://" + root
-            self.fs: fsspec.AbstractFileSystem | None = None
-        else:
-            options = dict(storage_options or {})
-            if protocol in ("s3", "s3a"):
-                # Another process (a worker) writes what this one (the API) lists: a cached
-                # listing would hide freshly staged outputs.
-                options.setdefault("use_listings_cache", False)
-            self.fs = fsspec.filesystem(protocol, **options)
-            self.url = f"{protocol}://{root}"
+            return
+        if protocol in ("s3", "s3a"):
+            # Another process (a worker) writes what this one (the API) lists: a cached
+            # listing would hide freshly staged outputs.
+            self._options.setdefault("use_listings_cache", False)
+        self.url = f"{protocol}://{root}"
+        # Fail now on a missing driver (s3fs) or bad options, not at the first upload.
+        fsspec.filesystem(protocol, **self._options)
 
     def __repr__(self) -> str:
         return f"FsspecStorage({self.url!r})"
@@ -89,7 +89,7 @@ class FsspecStorage:
             if self._local:
                 if not os.path.isfile(path):
                     raise FileNotFoundError(path)
-                return open(path, "rb")  # noqa: SIM115 - the caller closes the stream
+                return open(path, "rb")  # the caller closes the stream
             return cast(BinaryIO, self._remote.open(path, "rb", block_size=BLOCK_SIZE))
         except FileNotFoundError:
             raise KeyNotFound(f"no stored file {key!r} in {self.url}")
@@ -123,8 +123,9 @@ class FsspecStorage:
 
     @property
     def _remote(self) -> fsspec.AbstractFileSystem:
-        assert self.fs is not None
-        return self.fs
+        # Looked up per call, never kept: fsspec caches instances per process, and an s3fs
+        # instance made before a fork refuses to work in the child ("not fork-safe").
+        return fsspec.filesystem(self.protocol, **self._options)
 
     def _path(self, key: str) -> str:
         return f"{self._root}/{key}" if key else self._root
@@ -134,7 +135,10 @@ class FsspecStorage:
         target = self._path(key)
         if self._local:
             return _copy_local(source, Path(target))
-        with open(source, "rb") as src, self._remote.open(target, "wb", block_size=BLOCK_SIZE) as dst:
+        with (
+            open(source, "rb") as src,
+            self._remote.open(target, "wb", block_size=BLOCK_SIZE) as dst,
+        ):
             shutil.copyfileobj(src, dst, BLOCK_SIZE)
         return source.stat().st_size
 

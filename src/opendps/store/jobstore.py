@@ -42,6 +42,8 @@ class JobFilters:
     min_duration: float | None = None
     max_duration: float | None = None
     job_ids: tuple[str, ...] = ()
+    priority: int | None = None
+    finished_after: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -207,6 +209,10 @@ class JobStore:
             where.append(jobs.c.duration <= f.max_duration)
         if f.job_ids:
             where.append(jobs.c.id.in_(f.job_ids))
+        if f.priority is not None:
+            where.append(jobs.c.priority == f.priority)
+        if f.finished_after:
+            where.append(jobs.c.finished >= f.finished_after)
         return where
 
     def list_jobs(

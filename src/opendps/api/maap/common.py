@@ -1,0 +1,197 @@
+"""Small pieces every MAAP route shares: errors, booleans, process ids, queues."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from opendps.errors import NoSuchProcess, OpenDPSError
+from opendps.models import Algorithm, JobStatus
+from opendps.service.algorithms import split_process_id
+from opendps.service.context import Services
+from opendps.service.statuses import parse_status
+
+TRUE_WORDS = {"true", "1", "yes", "on", "t", "y"}
+FALSE_WORDS = {"false", "0", "no", "off", "f", "n", ""}
+#: Status words MAAP knows that have no job here: a filter on them matches nothing.
+NEVER_MATCHING = {"deduped", "job-deduped"}
+
+
+class MaapError(OpenDPSError):
+    """A MAAP-dialect error with its own HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_bool(value: Any, name: str, default: bool = False) -> bool:
+    """``True``, ``true``, ``1``, ``yes``… (maap-py sends Python's ``True``/``False``)."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise MaapError(400, f"{name}: {value!r} is not a boolean (use true or false)")
+
+
+def parse_int(value: Any, name: str, *, low: int | None = None, high: int | None = None
+              ) -> int | None:
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise MaapError(400, f"{name}: {value!r} is not an integer") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise MaapError(400, f"{name}: {number} is out of range ({low}..{high})")
+    return number
+
+
+def parse_float(value: Any, name: str) -> float | None:
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise MaapError(400, f"{name}: {value!r} is not a number") from None
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """RFC 3339 / ISO 8601 instants and plain dates (``2024-01-01``)."""
+    if value is None or value.strip() in ("", ".."):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise MaapError(400, f"{name}: {value!r} is not an RFC 3339 date-time") from None
+
+
+def parse_interval(value: str | None) -> tuple[datetime | None, datetime | None]:
+    """OGC ``datetime``: an instant, ``a/b``, ``../b`` or ``a/..``."""
+    if not value:
+        return None, None
+    if "/" in value:
+        start, end = value.split("/", 1)
+        return parse_time(start, "datetime"), parse_time(end, "datetime")
+    instant = parse_time(value, "datetime")
+    return instant, instant
+
+
+def parse_status_filter(words: str | None) -> tuple[tuple[JobStatus, ...], bool]:
+    """Status words in OGC, WPS or HySDS spelling, comma-separated.
+
+    Answers the statuses and whether the filter can match anything at all.
+    """
+    if not words:
+        return (), True
+    statuses: list[JobStatus] = []
+    matchable = False
+    for word in words.split(","):
+        word = word.strip()
+        if not word:
+            continue
+        if word.lower() in NEVER_MATCHING:
+            continue
+        try:
+            status = parse_status(word)
+        except OpenDPSError:
+            raise MaapError(
+                400,
+                f"Invalid status {word!r}: use accepted, running, successful, failed, dismissed "
+                "(or the WPS names Accepted, Running, Succeeded, Failed, Dismissed, or the HySDS "
+                "names job-queued, job-started, job-completed, job-failed, job-revoked)",
+            ) from None
+        matchable = True
+        if status not in statuses:
+            statuses.append(status)
+    return tuple(statuses), matchable
+
+
+def find_algorithm(services: Services, process_id: str) -> Algorithm:
+    """MAAP's numeric ``processID``, ``name:version``, ``name`` or ``job-name:version``."""
+    pid = process_id.strip()
+    if pid.isdigit():
+        try:
+            return services.catalog.get_algorithm_by_id(int(pid))
+        except NoSuchProcess:
+            pass  # a name made of digits
+    try:
+        return services.algorithms.get(pid)
+    except NoSuchProcess:
+        if pid.startswith("job-"):
+            return services.algorithms.get(pid[4:])
+        raise NoSuchProcess(f"No process with processID {process_id!r} is deployed") from None
+
+
+def algorithm_filter(services: Services, process_id: str) -> dict[str, Any]:
+    """JobFilters fields for a MAAP process id (numeric id, name or name:version)."""
+    pid = process_id.strip().removeprefix("job-")
+    if pid.isdigit():
+        try:
+            services.catalog.get_algorithm_by_id(int(pid))
+            return {"algorithm_ids": (int(pid),)}
+        except NoSuchProcess:
+            pass
+    name, version = split_process_id(pid)
+    return {"algorithm": name, "version": version}
+
+
+def queue_name(services: Services, requested: str | None, user: str) -> str | None:
+    """The queue a MAAP submission means.
+
+    MAAP queue names carry a ``maap-`` prefix (``maap-dps-worker-8gb``); when no queue
+    of that exact name exists, the name without it is used, so notebooks keep working.
+    With no queue given, a user who may not use the default queue gets the first guest
+    queue instead.
+    """
+    settings = services.settings
+    if requested:
+        requested = requested.strip()
+        if settings.queue(requested) is None and requested.startswith("maap-"):
+            bare = requested.removeprefix("maap-")
+            if settings.queue(bare) is not None:
+                return bare
+        return requested
+    if settings.auth and services.identity.is_guest(user):
+        default = settings.queue(settings.default_queue)
+        if default is not None and not default.guest:
+            guest = next((q.name for q in settings.queues if q.guest), None)
+            return guest
+    return None
+
+
+def queues_for(services: Services, user: str) -> list[str]:
+    """The queue names this user may submit to."""
+    settings = services.settings
+    guest = settings.auth and services.identity.is_guest(user)
+    return [q.name for q in settings.queues if q.guest or not guest]
+
+
+def check_queue(services: Services, name: str | None, user: str) -> None:
+    """400 in MAAP's words when the user may not use the queue (or it does not exist)."""
+    if name is None:
+        return
+    allowed = queues_for(services, user)
+    if name in allowed:
+        return
+    listing = ", ".join(allowed) or "none"
+    if services.settings.queue(name) is None:
+        raise MaapError(400, f"FailedJobSubmit: Queue {name} does not exist. "
+                             f"Available queues: {listing}")
+    raise MaapError(400, f"FailedJobSubmit: User {user} does not have access to queue {name}. "
+                         f"Available queues: {listing}")
+
+
+def decode_json_body(raw: bytes, what: str) -> Any:
+    if not raw.strip():
+        raise MaapError(400, f"the request body is empty; send the {what} as JSON")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MaapError(400, f"the {what} is not valid JSON: {exc}") from None
