@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from opendps.client import DEFAULT_URL, TERMINAL_STATUSES, APIError, Client, ServerUnreachable
 from opendps.settings import Settings
@@ -34,6 +34,7 @@ from opendps.settings import Settings
 EXIT_FAILED = 1  # a job or batch ended failed/dismissed, a build failed, a server error
 EXIT_USAGE = 2  # bad usage or input: the server answered 4xx (click uses 2 for usage too)
 EXIT_UNREACHABLE = 3  # no answer from the server
+PIPE_WIDTH = 240  # table width when stdout is not a terminal
 
 app = typer.Typer(help="opendps: run algorithms from git repositories as jobs on queues.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -153,6 +154,12 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _print_table(table: Table) -> None:
+    # Piped output is not cut at 80 columns: ids must stay whole for grep and cut.
+    console = out if out.is_terminal else Console(width=PIPE_WIDTH, highlight=False)
+    console.print(table)
+
+
 def _styled(status: str | None) -> str:
     status = status or "?"
     return f"[{STATUS_STYLE.get(status, 'default')}]{status}[/]"
@@ -218,7 +225,7 @@ def _key_values(pairs: list[tuple[str, Any]]) -> None:
     for key, value in pairs:
         if value not in (None, "", []):
             grid.add_row(key, value if isinstance(value, str) else escape(str(value)))
-    out.print(grid)
+    _print_table(grid)
 
 
 # -- algorithms ---------------------------------------------------------------------------
@@ -276,7 +283,7 @@ def algorithm_list(url: str = Url, token: str | None = Token, as_json: bool = As
         build = (p.get("build") or {}).get("status", "ready")
         table.add_row(escape(p["id"]), _styled(build), p.get("owner") or "",
                       (p.get("updated") or "")[:19], escape(p.get("description") or ""))
-    out.print(table)
+    _print_table(table)
 
 
 @algorithm_app.command("show")
@@ -303,7 +310,7 @@ def algorithm_show(process_id: str = typer.Argument(..., metavar="NAME[:VERSION]
                       "yes" if spec.get("minOccurs", 1) else "no",
                       "" if default is None else escape(json.dumps(default)),
                       escape(spec.get("description") or ""))
-    out.print(table)
+    _print_table(table)
 
 
 @algorithm_app.command("delete")
@@ -456,7 +463,7 @@ def job_outputs(
     table = Table("path", "size", "url", title=escape(listing.get("location") or ""))
     for item in listing["outputs"]:
         table.add_row(escape(item["path"]), str(item["size"]), escape(item.get("url") or ""))
-    out.print(table)
+    _print_table(table)
     if download is not None:
         err.print(f"downloaded {len(listing['downloaded'])} file(s) into {escape(str(download))}")
 
@@ -509,12 +516,12 @@ def job_list(
     if as_json:
         _print_json({"jobs": jobs, "numberMatched": matched})
         return
-    table = Table("job", "process", "status", "queue", "tags", "created")
+    table = Table(Column("job", no_wrap=True), "process", "status", "queue", "tags", "created")
     for j in jobs:
         table.add_row(j["jobID"], escape(j.get("processID") or ""), _styled(j["status"]),
                       j.get("queue") or "", escape(",".join(j.get("tags") or [])),
                       (j.get("created") or "")[:19])
-    out.print(table)
+    _print_table(table)
     err.print(f"{len(jobs)} of {matched} job(s)" + ("" if every or len(jobs) >= matched
                                                      else "; --all lists every one"))
 
@@ -659,7 +666,7 @@ def queues_command(url: str = Url, token: str | None = Token, as_json: bool = As
                       f"{q['time_limit']:g} s" if q.get("time_limit") else "",
                       str(q.get("slots")), str(q.get("depth", 0)), str(q.get("running", 0)),
                       f"{oldest:.0f} s" if oldest is not None else "", str(q.get("workers", "")))
-    out.print(table)
+    _print_table(table)
 
 
 # -- run-local ----------------------------------------------------------------------------
