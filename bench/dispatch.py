@@ -41,8 +41,13 @@ def make_repo(root: Path) -> Path:
     repo.mkdir(parents=True)
     (repo / "run.sh").write_text(RUN_SCRIPT)
     (repo / "run.sh").chmod(0o755)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
-           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "x"]):
         subprocess.run(["git", *args], cwd=repo, check=True, env=env)
     return repo
@@ -53,9 +58,21 @@ def start_server(data_dir: Path, port: int, run_jobs: bool = True) -> subprocess
     config.write_text("queues:\n  - {name: bench, slots: 2, default: true}\n")
     env = {**os.environ, "DPS_RUN_JOBS": str(run_jobs).lower()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "opendps.cli", "server", "--port", str(port), "--data-dir",
-         str(data_dir), "--config", str(config)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "opendps.cli",
+            "server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -74,10 +91,13 @@ def bench_dps(root: Path, repo: Path, jobs: int) -> float:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
-            yaml = (f"algorithm_name: trivial\nalgorithm_version: main\nrepository_url: {repo}\n"
-                    "run_command: trivial/run.sh\n")
-            client.post("/processes", content=yaml,
-                        headers={"content-type": "application/yaml"}).raise_for_status()
+            yaml = (
+                f"algorithm_name: trivial\nalgorithm_version: main\nrepository_url: {repo}\n"
+                "run_command: trivial/run.sh\n"
+            )
+            client.post(
+                "/processes", content=yaml, headers={"content-type": "application/yaml"}
+            ).raise_for_status()
             while client.get("/processes/trivial").json()["build"]["status"] != "ready":
                 time.sleep(0.1)
             started = time.perf_counter()
@@ -133,15 +153,29 @@ def bench_latency(root: Path, store_jobs: int, requests: int = 500) -> dict[str,
     data_dir = root / "latency"
     services = Services(Settings(data_dir=data_dir))
     algorithm = services.catalog.save_algorithm(
-        name="filler", version="1", owner="anonymous", spec={"name": "filler", "version": "1"},
-        package=None, package_type=None, build_status=BuildStatus.READY)
+        name="filler",
+        version="1",
+        owner="anonymous",
+        spec={"name": "filler", "version": "1"},
+        package=None,
+        package_type=None,
+        build_status=BuildStatus.READY,
+    )
     ids: list[str] = []
     for start in range(0, store_jobs, 5000):
         created = services.job_store.create_jobs(
-            {"algorithm_id": algorithm.id, "algorithm": "filler", "version": "1",
-             "owner": "anonymous", "queue": "bench", "priority": 5, "tags": [f"t{n % 7}"],
-             "inputs": {"n": n}}
-            for n in range(start, min(start + 5000, store_jobs)))
+            {
+                "algorithm_id": algorithm.id,
+                "algorithm": "filler",
+                "version": "1",
+                "owner": "anonymous",
+                "queue": "bench",
+                "priority": 5,
+                "tags": [f"t{n % 7}"],
+                "inputs": {"n": n},
+            }
+            for n in range(start, min(start + 5000, store_jobs))
+        )
         ids += [job.id for job in created[:: max(1, len(created) // 20)]]
     services.close()
     port = free_port()

@@ -19,7 +19,13 @@ from opendps.registry.spec import parse_registration
 from opendps.service.context import Services
 from opendps.service.jobs import Submission
 from opendps.settings import QueueConfig
-from tests.support.dps import algorithm_yaml, fast_settings, wait_for_build, wait_for_job, wait_until
+from tests.support.dps import (
+    algorithm_yaml,
+    fast_settings,
+    wait_for_build,
+    wait_for_job,
+    wait_until,
+)
 
 RUN_CHECKS = f"""#!{sys.executable}
 import json, os, sys
@@ -70,10 +76,12 @@ def register(services: Services, repo: Path, **kwargs: Any) -> str:
     return algorithm.process_id
 
 
-def submit(services: Services, process_id: str, inputs: dict[str, Any] | None = None,
-           **kwargs: Any) -> str:
-    return services.jobs.submit(Submission(process_id, inputs or {}, **kwargs),
-                                owner="anonymous").id
+def submit(
+    services: Services, process_id: str, inputs: dict[str, Any] | None = None, **kwargs: Any
+) -> str:
+    return services.jobs.submit(
+        Submission(process_id, inputs or {}, **kwargs), owner="anonymous"
+    ).id
 
 
 def staged(services: Services, job_id: str, name: str) -> bytes:
@@ -84,16 +92,19 @@ def staged(services: Services, job_id: str, name: str) -> bytes:
 def test_build_installs_a_package_that_the_run_script_imports(
     dps: Services, make_algorithm_repo: Callable[..., Path]
 ) -> None:
-    repo = make_algorithm_repo({
-        "pkg/pyproject.toml": '[project]\nname = "dpsdemo"\nversion = "1.0"\n'
-                              '[build-system]\nrequires = []\n'
-                              'build-backend = "backend"\nbackend-path = ["."]\n',
-        "pkg/backend.py": BACKEND,
-        "pkg/dpsdemo.py": "ANSWER = 42\n",
-        "build.sh": "pip install --no-index --no-build-isolation ./algo/pkg\n",
-        "run.sh": "#!/usr/bin/env bash\npython -c 'import dpsdemo; print(dpsdemo.ANSWER)'"
-                  " > output/answer.txt\n",
-    }, executable=["run.sh"])
+    repo = make_algorithm_repo(
+        {
+            "pkg/pyproject.toml": '[project]\nname = "dpsdemo"\nversion = "1.0"\n'
+            "[build-system]\nrequires = []\n"
+            'build-backend = "backend"\nbackend-path = ["."]\n',
+            "pkg/backend.py": BACKEND,
+            "pkg/dpsdemo.py": "ANSWER = 42\n",
+            "build.sh": "pip install --no-index --no-build-isolation ./algo/pkg\n",
+            "run.sh": "#!/usr/bin/env bash\npython -c 'import dpsdemo; print(dpsdemo.ANSWER)'"
+            " > output/answer.txt\n",
+        },
+        executable=["run.sh"],
+    )
     pid = register(dps, repo, build="build.sh")
     wait_for_build(dps, pid)
     job = wait_for_job(dps, submit(dps, pid))
@@ -102,7 +113,7 @@ def test_build_installs_a_package_that_the_run_script_imports(
 
 
 # A minimal PEP 517 backend so the package installs without network or setuptools.
-BACKEND = '''
+BACKEND = """
 import base64, hashlib, zipfile, os
 def _record(name, data):
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -110,15 +121,18 @@ def _record(name, data):
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     name = "dpsdemo-1.0-py3-none-any.whl"
     files = {"dpsdemo.py": open("dpsdemo.py", "rb").read(),
-             "dpsdemo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\\nName: dpsdemo\\nVersion: 1.0\\n",
-             "dpsdemo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
+             "dpsdemo-1.0.dist-info/METADATA":
+                 b"Metadata-Version: 2.1\\nName: dpsdemo\\nVersion: 1.0\\n",
+             "dpsdemo-1.0.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\\nGenerator: t\\n"
+                 b"Root-Is-Purelib: true\\nTag: py3-none-any\\n"}
     records = [_record(n, d) for n, d in files.items()] + ["dpsdemo-1.0.dist-info/RECORD,,"]
     files["dpsdemo-1.0.dist-info/RECORD"] = "\\n".join(records).encode()
     with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
         for n, d in files.items():
             wheel.writestr(n, d)
     return name
-'''
+"""
 
 
 def test_positional_order_config_inputs_and_list_valued_file_input(
@@ -135,8 +149,15 @@ def test_positional_order_config_inputs_and_list_valued_file_input(
     wait_for_build(dps, pid)
     http_files.add("a.tif", b"A" * 10)
     http_files.add("b.tif", b"B" * 20)
-    job_id = submit(dps, pid, {"granules": [http_files.url("a.tif"), http_files.url("b.tif")],
-                               "first": "one", "third": "3"})
+    job_id = submit(
+        dps,
+        pid,
+        {
+            "granules": [http_files.url("a.tif"), http_files.url("b.tif")],
+            "first": "one",
+            "third": "3",
+        },
+    )
     job = wait_for_job(dps, job_id)
     assert job.status == JobStatus.SUCCESSFUL, (job.message, dps.jobs.logs(job.id))
     assert json.loads(staged(dps, job_id, "argv.json")) == ["one", "", "3"]
@@ -151,8 +172,9 @@ def test_positional_order_config_inputs_and_list_valued_file_input(
     assert metrics["peak_memory_bytes"] > 0 and metrics["host"]["cpus"] >= 1
     # the same URL again is a cache hit: no new request reaches the server
     before = http_files.requests("a.tif")
-    again = wait_for_job(dps, submit(dps, pid, {"granules": http_files.url("a.tif"),
-                                                "first": "x", "third": 1}))
+    again = wait_for_job(
+        dps, submit(dps, pid, {"granules": http_files.url("a.tif"), "first": "x", "third": 1})
+    )
     assert again.status == JobStatus.SUCCESSFUL
     assert http_files.requests("a.tif") == before
     assert dps.jobs.metrics(again.id)["localize"]["cached"] == 1
@@ -166,7 +188,7 @@ def test_bad_submissions_are_refused_with_the_input_named(
     pid = register(dps, repo, inputs=inputs)
     with pytest.raises(InvalidInput, match="missing required input 'count'"):
         submit(dps, pid, {})
-    with pytest.raises(InvalidInput, match="unknown input.*'colour'"):
+    with pytest.raises(InvalidInput, match=r"unknown input.*'colour'"):
         submit(dps, pid, {"count": 1, "colour": "red"})
     with pytest.raises(InvalidInput, match="'count' must be a number"):
         submit(dps, pid, {"count": "many"})
@@ -182,7 +204,11 @@ def test_non_zero_exit_fails_with_reason_phase_and_logs(
     wait_for_build(dps, pid)
     job = wait_for_job(dps, submit(dps, pid))
     assert (job.status, job.reason, job.phase, job.exit_code) == (
-        JobStatus.FAILED, Reason.EXIT_CODE, Phase.RUN, 3)
+        JobStatus.FAILED,
+        Reason.EXIT_CODE,
+        Phase.RUN,
+        3,
+    )
     assert "about to fail" in dps.jobs.logs(job.id)["stderr"]
     assert {f["path"] for f in dps.jobs.outputs(job.id)["outputs"]} >= {"_stderr.txt"}
 
@@ -195,7 +221,10 @@ def test_input_that_404s_fails_in_localize(
     wait_for_build(dps, pid)
     job = wait_for_job(dps, submit(dps, pid, {"granule": http_files.url("missing.tif")}))
     assert (job.status, job.reason, job.phase) == (
-        JobStatus.FAILED, Reason.LOCALIZE_ERROR, Phase.LOCALIZE)
+        JobStatus.FAILED,
+        Reason.LOCALIZE_ERROR,
+        Phase.LOCALIZE,
+    )
     assert "404" in (job.message or "") and "missing.tif" in (job.message or "")
 
 
@@ -207,7 +236,10 @@ def test_build_failure_fails_waiting_jobs_and_keeps_the_log(
     job_id = submit(dps, pid)  # accepted before the build is done: it waits
     job = wait_for_job(dps, job_id)
     assert (job.status, job.reason, job.phase) == (
-        JobStatus.FAILED, Reason.BUILD_ERROR, Phase.BUILD)
+        JobStatus.FAILED,
+        Reason.BUILD_ERROR,
+        Phase.BUILD,
+    )
     assert "compiling" in dps.algorithms.build_log(pid)
     late = dps.job_store.get_job(submit(dps, pid))  # after the failure: failed at once
     assert late.status == JobStatus.FAILED and late.reason == Reason.BUILD_ERROR
@@ -234,8 +266,9 @@ def _job_processes(job_id: str) -> list[psutil.Process]:
     return found
 
 
-def test_cancel_queued_and_running_jobs(dps: Services, make_algorithm_repo: Callable[..., Path]
-                                        ) -> None:
+def test_cancel_queued_and_running_jobs(
+    dps: Services, make_algorithm_repo: Callable[..., Path]
+) -> None:
     repo = make_algorithm_repo({"run.sh": "sleep 60 &\nsleep 60\n"})
     pid = register(dps, repo, queue="single")
     wait_for_build(dps, pid)
@@ -253,8 +286,9 @@ def test_cancel_queued_and_running_jobs(dps: Services, make_algorithm_repo: Call
     assert dps.job_store.get_job(queued).started is None  # never ran
 
 
-def test_priority_order_within_a_queue(dps: Services, make_algorithm_repo: Callable[..., Path]
-                                       ) -> None:
+def test_priority_order_within_a_queue(
+    dps: Services, make_algorithm_repo: Callable[..., Path]
+) -> None:
     repo = make_algorithm_repo({"run.sh": "sleep 0.2\n"})
     pid = register(dps, repo, queue="single")
     wait_for_build(dps, pid)
@@ -268,8 +302,9 @@ def test_priority_order_within_a_queue(dps: Services, make_algorithm_repo: Calla
     assert [j.id for j in order] == [high, middle, low]
 
 
-def test_queue_slots_bound_concurrency(dps: Services, make_algorithm_repo: Callable[..., Path]
-                                       ) -> None:
+def test_queue_slots_bound_concurrency(
+    dps: Services, make_algorithm_repo: Callable[..., Path]
+) -> None:
     repo = make_algorithm_repo({"run.sh": "sleep 0.5\n"})
     pid = register(dps, repo)  # queue "main": 2 slots
     wait_for_build(dps, pid)

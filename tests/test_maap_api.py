@@ -115,7 +115,7 @@ def test_numeric_process_id_and_name_both_work(api: TestClient) -> None:
     assert by_number["inputs"]["size"]["default"] == "10"
     assert by_number["queue"] == "dps-worker-8gb"  # MAAP's queue name, mapped
     listed = api.get("/api/ogc/processes").json()["processes"]
-    assert [p["processID"] for p in listed] == [pid]
+    assert pid in [p["processID"] for p in listed]
     package = api.get(f"/api/ogc/processes/{pid}/package").json()
     assert "demo_repo" in package["package"]
 
@@ -125,14 +125,15 @@ def test_register_again_replaces_and_legacy_list_describe_delete(api: TestClient
     again = register(api, algorithm_description="changed")
     assert again == first
     listed = api.get("/api/mas/algorithm").json()
-    assert listed == {"code": 200, "algorithms": [{"type": "demo", "version": "main"}],
-                      "message": "success"}
+    assert listed["code"] == 200 and listed["message"] == "success"
+    assert {"type": "demo", "version": "main"} in listed["algorithms"]
     offering = ET.fromstring(api.get("/api/mas/algorithm/demo:main", headers=ECHO10).text)
     assert offering.tag.endswith("ProcessOfferings")
     assert "job-demo:main" in ET.tostring(offering, encoding="unicode")
     deleted = api.delete("/api/mas/algorithm/demo:main").json()
     assert deleted["code"] == 200 and "demo:main" in deleted["message"]
-    assert api.get("/api/mas/algorithm").json()["algorithms"] == []
+    assert {"type": "demo", "version": "main"} not in api.get("/api/mas/algorithm").json()[
+        "algorithms"]
 
 
 @pytest.mark.parametrize("missing", ["repository_url", "run_command"])

@@ -23,11 +23,13 @@ echo ok > output/done.txt
 """
 
 
-def _register(server: Any, make_repo: Callable[..., Path], tmp_path: Path, seconds: float,
-              name: str = "slow") -> tuple[str, Path]:
+def _register(
+    server: Any, make_repo: Callable[..., Path], tmp_path: Path, seconds: float, name: str = "slow"
+) -> tuple[str, Path]:
     log = tmp_path / f"{name}-runs.log"
-    repo = make_repo({"run.sh": RUN.format(log=log, seconds=seconds)}, executable=["run.sh"],
-                     name=name)
+    repo = make_repo(
+        {"run.sh": RUN.format(log=log, seconds=seconds)}, executable=["run.sh"], name=name
+    )
     server.client.register(algorithm_yaml(repo, name=name))
     server.client.wait_for_build(f"{name}:main", timeout=120)
     return f"{name}:main", log
@@ -35,6 +37,7 @@ def _register(server: Any, make_repo: Callable[..., Path], tmp_path: Path, secon
 
 def _supervisor_pid(server: Any, job_id: str) -> int:
     """The job's supervisor: the parent of the process running the job's script."""
+
     def find() -> int | None:
         for process in psutil.process_iter(["environ"]):
             try:
@@ -84,8 +87,7 @@ def test_a_killed_supervisor_is_recovered_and_its_job_rerun_once(
 
 
 def test_after_the_attempt_cap_a_lost_job_fails_with_worker_lost(
-    start_live_server: Callable[..., Any], make_algorithm_repo: Callable[..., Path],
-    tmp_path: Path
+    start_live_server: Callable[..., Any], make_algorithm_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     server = start_live_server(env={"DPS_MAX_ATTEMPTS": "1"})
     pid, _ = _register(server, make_algorithm_repo, tmp_path, seconds=30)
@@ -101,8 +103,11 @@ def test_a_200_mb_input_does_not_grow_the_server_memory(
     live_server: Any, make_algorithm_repo: Callable[..., Path], http_files: Any
 ) -> None:
     client = live_server.client
-    repo = make_algorithm_repo({"run.sh": "#!/bin/sh\nls -l input > output/listing.txt\n"},
-                               executable=["run.sh"], name="big")
+    repo = make_algorithm_repo(
+        {"run.sh": "#!/bin/sh\nls -l input > output/listing.txt\n"},
+        executable=["run.sh"],
+        name="big",
+    )
     client.register(algorithm_yaml(repo, name="big", inputs="  file:\n    - name: granule\n"))
     client.wait_for_build("big:main", timeout=120)
     http_files.add("big.bin", 200 * 1024 * 1024)

@@ -14,15 +14,27 @@ from opendps.store.jobstore import JobFilters
 
 def _algorithm(services: Services, name: str = "algo", ready: bool = True) -> Any:
     return services.catalog.save_algorithm(
-        name=name, version="1", owner="anonymous", spec={}, package=None, package_type=None,
+        name=name,
+        version="1",
+        owner="anonymous",
+        spec={},
+        package=None,
+        package_type=None,
         build_status=BuildStatus.READY if ready else BuildStatus.QUEUED,
     )
 
 
 def _jobs(services: Services, algorithm: Any, n: int, **fields: Any) -> list[Any]:
-    spec = {"algorithm_id": algorithm.id, "algorithm": algorithm.name, "version": "1",
-            "owner": "anonymous", "queue": "dps-worker-8gb", "priority": 5, "tags": [],
-            "inputs": {}}
+    spec = {
+        "algorithm_id": algorithm.id,
+        "algorithm": algorithm.name,
+        "version": "1",
+        "owner": "anonymous",
+        "queue": "dps-worker-8gb",
+        "priority": 5,
+        "tags": [],
+        "inputs": {},
+    }
     return services.job_store.create_jobs([{**spec, **fields} for _ in range(n)])
 
 
@@ -56,8 +68,9 @@ def test_claim_skips_jobs_whose_build_is_not_ready(services: Services) -> None:
 def test_transition_is_compare_and_set(services: Services) -> None:
     job = _jobs(services, _algorithm(services), 1)[0]
     with pytest.raises(InvalidTransition):
-        services.job_store.transition(job.id, JobStatus.SUCCESSFUL,
-                                      allowed_from=[JobStatus.RUNNING])
+        services.job_store.transition(
+            job.id, JobStatus.SUCCESSFUL, allowed_from=[JobStatus.RUNNING]
+        )
     services.job_store.transition(job.id, JobStatus.FAILED, reason=Reason.EXIT_CODE)
     with pytest.raises(InvalidTransition):
         services.job_store.transition(job.id, JobStatus.SUCCESSFUL)

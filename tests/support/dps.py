@@ -39,9 +39,16 @@ def services(settings: Settings) -> Iterator[Services]:
     services.close()
 
 
-def algorithm_yaml(repo: Path | str, *, name: str = "demo", version: str = "main",
-                   run: str = "run.sh", build: str | None = None, inputs: str = "",
-                   queue: str | None = None) -> str:
+def algorithm_yaml(
+    repo: Path | str,
+    *,
+    name: str = "demo",
+    version: str = "main",
+    run: str = "run.sh",
+    build: str | None = None,
+    inputs: str = "",
+    queue: str | None = None,
+) -> str:
     """A MAAP algorithm YAML for a repo made by ``make_algorithm_repo``."""
     repo_name = Path(str(repo)).name
     lines = [
@@ -58,8 +65,12 @@ def algorithm_yaml(repo: Path | str, *, name: str = "demo", version: str = "main
     return "\n".join(lines) + "\n"
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 60.0, interval: float = 0.05,
-               what: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -71,8 +82,9 @@ def wait_until(predicate: Callable[[], object], timeout: float = 60.0, interval:
 
 def wait_for_job(services: Services, job_id: str, timeout: float = 60.0) -> Job:
     return wait_until(  # type: ignore[return-value]
-        lambda: (job if (job := services.job_store.get_job(job_id)).status.terminal else None),
-        timeout, what=f"job {job_id} to finish",
+        lambda: job if (job := services.job_store.get_job(job_id)).status.terminal else None,
+        timeout,
+        what=f"job {job_id} to finish",
     )
 
 

@@ -97,8 +97,12 @@ class LocalExecutor:
                 with self._local_lock:
                     self._adopted[job.id] = (attempt.pid, attempt.pid_started)
         if adopted or recovered:
-            log.info("recovery: adopted %d running job(s), recovered %d", len(adopted),
-                     len(recovered), extra={"action": "recovered"})
+            log.info(
+                "recovery: adopted %d running job(s), recovered %d",
+                len(adopted),
+                len(recovered),
+                extra={"action": "recovered"},
+            )
 
     def _check_adopted(self) -> None:
         with self._local_lock:
@@ -139,8 +143,12 @@ class LocalExecutor:
             )
             if job is None:
                 return
-            log.info("job %s claimed (queue %s)", job.id, job.queue,
-                     extra={"action": "job_claimed", "job_id": job.id})
+            log.info(
+                "job %s claimed (queue %s)",
+                job.id,
+                job.queue,
+                extra={"action": "job_claimed", "job_id": job.id},
+            )
             self._launch(job.id)
 
     def recover_stale(self) -> None:
@@ -159,8 +167,9 @@ class LocalExecutor:
         with self._local_lock:
             self._local[job_id] = None
         if self.isolation == "thread":
-            thread = threading.Thread(target=self._run_in_thread, args=(job_id,),
-                                      name=f"job-{job_id[:8]}", daemon=True)
+            thread = threading.Thread(
+                target=self._run_in_thread, args=(job_id,), name=f"job-{job_id[:8]}", daemon=True
+            )
             thread.start()
             return
         with self._launch_lock:
@@ -192,7 +201,9 @@ class LocalExecutor:
         env["DPS_LAUNCHER_SETTINGS"] = json.dumps(self.settings.model_dump(mode="json"))
         self._launcher = subprocess.Popen(
             [sys.executable, "-m", "opendps.runner.supervisor"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
             start_new_session=True,  # Ctrl-C on the server must not reach running jobs
         )
         self._spawn(lambda p=self._launcher: self._read_launcher(p), "dps-launcher-reader")
@@ -206,9 +217,12 @@ class LocalExecutor:
                 self._job_done(job_id)
                 job = self.services.job_store.get_job(job_id)
                 if not job.status.terminal:
-                    recover_job(self.services, job,
-                                f"its supervisor exited ({parts[3] if len(parts) > 3 else '?'}) "
-                                "without finishing it")
+                    recover_job(
+                        self.services,
+                        job,
+                        f"its supervisor exited ({parts[3] if len(parts) > 3 else '?'}) "
+                        "without finishing it",
+                    )
             elif len(parts) >= 3 and parts[0] == "started":
                 with self._local_lock:
                     self._local[parts[1]] = int(parts[2])

@@ -71,17 +71,30 @@ def recover_job(services: Services, job: Job, message: str) -> Job | None:
     store = services.job_store
     try:
         if job.cancel_requested:
-            return store.transition(job.id, JobStatus.DISMISSED, allowed_from=[JobStatus.RUNNING],
-                                    reason=Reason.CANCELLED, phase=Phase.RUN,
-                                    message="cancelled (its supervisor was gone)")
+            return store.transition(
+                job.id,
+                JobStatus.DISMISSED,
+                allowed_from=[JobStatus.RUNNING],
+                reason=Reason.CANCELLED,
+                phase=Phase.RUN,
+                message="cancelled (its supervisor was gone)",
+            )
         if job.attempts < services.settings.max_attempts:
             log.warning("job %s: %s; re-queued", job.id, message, extra={"action": "job_requeued"})
-            return store.requeue(job.id, f"{message}; re-queued (attempt {job.attempts} of "
-                                         f"{services.settings.max_attempts})")
+            return store.requeue(
+                job.id,
+                f"{message}; re-queued (attempt {job.attempts} of "
+                f"{services.settings.max_attempts})",
+            )
         log.warning("job %s: %s; failed", job.id, message, extra={"action": "job_lost"})
-        return store.transition(job.id, JobStatus.FAILED, allowed_from=[JobStatus.RUNNING],
-                                reason=Reason.WORKER_LOST, phase=Phase.RUN,
-                                message=f"{message}; gave up after {job.attempts} attempts")
+        return store.transition(
+            job.id,
+            JobStatus.FAILED,
+            allowed_from=[JobStatus.RUNNING],
+            reason=Reason.WORKER_LOST,
+            phase=Phase.RUN,
+            message=f"{message}; gave up after {job.attempts} attempts",
+        )
     except InvalidTransition:
         return None  # it ended meanwhile
 

@@ -144,7 +144,9 @@ def _maap_inputs(inputs: Any) -> list[dict[str, Any]]:
         raise InvalidSpec("inputs: expected a mapping with file, positional and config lists")
     unknown = set(inputs) - {"file", "positional", "config"}
     if unknown:
-        raise InvalidSpec(f"inputs: unknown group(s) {sorted(unknown)}; use file, positional, config")
+        raise InvalidSpec(
+            f"inputs: unknown group(s) {sorted(unknown)}; use file, positional, config"
+        )
     result = []
     for kind in ("file", "positional", "config"):
         group = inputs.get(kind) or []

@@ -89,7 +89,9 @@ class AlgorithmService:
     # -- builds ---------------------------------------------------------------------------
 
     def build_dir(self, algorithm: Algorithm, build: Build) -> Path:
-        return self.services.settings.builds_dir / algorithm.name / algorithm.version / str(build.id)
+        return (
+            self.services.settings.builds_dir / algorithm.name / algorithm.version / str(build.id)
+        )
 
     def build_log(self, process_id: str) -> str:
         algorithm = self.get(process_id)
@@ -114,8 +116,12 @@ class AlgorithmService:
         try:
             result = build_algorithm(spec, target, log_path)
         except OpenDPSError as exc:
-            log.warning("build of %s failed: %s", algorithm.process_id, exc.message,
-                        extra={"action": "build_failed"})
+            log.warning(
+                "build of %s failed: %s",
+                algorithm.process_id,
+                exc.message,
+                extra={"action": "build_failed"},
+            )
             finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=exc.message)
             self._fail_waiting_jobs(algorithm, exc.message)
             return finished
@@ -127,8 +133,12 @@ class AlgorithmService:
             return finished
         self._remove_old_builds(algorithm, keep=build.id)
         finished = self.catalog.finish_build(
-            build.id, BuildStatus.READY, commit=result.commit,
-            algorithm_dir=str(result.algorithm_dir), env_dir=str(result.env_dir), message=None,
+            build.id,
+            BuildStatus.READY,
+            commit=result.commit,
+            algorithm_dir=str(result.algorithm_dir),
+            env_dir=str(result.env_dir),
+            message=None,
         )
         self.services.work_available.set()
         return finished
@@ -138,7 +148,9 @@ class AlgorithmService:
         current = self.catalog.get_algorithm_by_id(algorithm.id)
         if current.build and current.build.status == BuildStatus.FAILED:
             self.services.job_store.fail_waiting_jobs(
-                algorithm.id, Reason.BUILD_ERROR, Phase.BUILD,
+                algorithm.id,
+                Reason.BUILD_ERROR,
+                Phase.BUILD,
                 f"the build of {algorithm.process_id} failed: {message}",
             )
 
@@ -146,17 +158,24 @@ class AlgorithmService:
         """Earlier builds of this name+version are replaced; running jobs keep their copy
         only while they run, so remove only folders no current build points at."""
         parent = self.services.settings.builds_dir / algorithm.name / algorithm.version
-        for child in parent.iterdir() if parent.exists() else []:
+        if not parent.exists() or self.services.job_store.active_jobs_of_algorithm(algorithm.id):
+            return
+        for child in parent.iterdir():
             if child.name != str(keep) and child.name.isdigit():
-                if self.services.job_store.active_jobs_of_algorithm(algorithm.id) == 0:
-                    shutil.rmtree(child, ignore_errors=True)
+                shutil.rmtree(child, ignore_errors=True)
 
     def ensure_builtin(self, spec: AlgorithmSpec) -> Algorithm:
         """Register a built-in process, replacing an older definition of it."""
         if spec.source_format != "builtin":
             raise InvalidSpec("only built-in specs can be ensured")
         return self.catalog.save_algorithm(
-            name=spec.name, version=spec.version, owner="system",
-            spec=spec.model_dump(mode="json"), package=None, package_type=None, builtin=True,
-            replace=True, build_status=BuildStatus.READY,
+            name=spec.name,
+            version=spec.version,
+            owner="system",
+            spec=spec.model_dump(mode="json"),
+            package=None,
+            package_type=None,
+            builtin=True,
+            replace=True,
+            build_status=BuildStatus.READY,
         )

@@ -10,8 +10,14 @@ _WORDS = {
     JobStatus.RUNNING: ("running", "started", "job-started", "in-progress"),
     JobStatus.SUCCESSFUL: ("successful", "succeeded", "success", "job-completed", "completed"),
     JobStatus.FAILED: ("failed", "job-failed", "job-offline", "offline", "error"),
-    JobStatus.DISMISSED: ("dismissed", "job-revoked", "revoked", "cancelled", "canceled",
-                          "deleted"),
+    JobStatus.DISMISSED: (
+        "dismissed",
+        "job-revoked",
+        "revoked",
+        "cancelled",
+        "canceled",
+        "deleted",
+    ),
 }
 _LOOKUP = {word: status for status, words in _WORDS.items() for word in words}
 

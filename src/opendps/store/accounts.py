@@ -13,23 +13,38 @@ class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def ensure_user(self, name: str, *, token_hash: str | None = None, is_admin: bool = False,
-                    is_guest: bool = False) -> None:
+    def ensure_user(
+        self,
+        name: str,
+        *,
+        token_hash: str | None = None,
+        is_admin: bool = False,
+        is_guest: bool = False,
+    ) -> None:
         with self.db.write() as conn:
             exists = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
             if exists is None:
-                conn.execute(users.insert().values(
-                    name=name, token_hash=token_hash, is_admin=is_admin, is_guest=is_guest,
-                    created=utcnow()))
+                conn.execute(
+                    users.insert().values(
+                        name=name,
+                        token_hash=token_hash,
+                        is_admin=is_admin,
+                        is_guest=is_guest,
+                        created=utcnow(),
+                    )
+                )
             elif token_hash is not None:
-                conn.execute(users.update().where(users.c.id == exists)
-                             .values(token_hash=token_hash))
+                conn.execute(
+                    users.update().where(users.c.id == exists).values(token_hash=token_hash)
+                )
 
     def user_by_token(self, token_hash: str) -> dict | None:
         with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(users).where(users.c.token_hash == token_hash)
-            ).mappings().first()
+            row = (
+                conn.execute(sa.select(users).where(users.c.token_hash == token_hash))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def get_user(self, name: str) -> dict | None:
@@ -41,10 +56,15 @@ class AccountStore:
 
     def list_secrets(self, owner: str) -> list[dict]:
         with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(secrets.c.name, secrets.c.created, secrets.c.updated)
-                .where(secrets.c.owner == owner).order_by(secrets.c.name)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(secrets.c.name, secrets.c.created, secrets.c.updated)
+                    .where(secrets.c.owner == owner)
+                    .order_by(secrets.c.name)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     def get_secret(self, owner: str, name: str) -> str:
@@ -65,11 +85,17 @@ class AccountStore:
             if exists is not None and not replace:
                 raise Conflict(f"a secret named {name!r} already exists")
             if exists is not None:
-                conn.execute(secrets.update().where(secrets.c.id == exists)
-                             .values(value=encrypted, updated=now))
+                conn.execute(
+                    secrets.update()
+                    .where(secrets.c.id == exists)
+                    .values(value=encrypted, updated=now)
+                )
             else:
-                conn.execute(secrets.insert().values(owner=owner, name=name, value=encrypted,
-                                                     created=now, updated=now))
+                conn.execute(
+                    secrets.insert().values(
+                        owner=owner, name=name, value=encrypted, created=now, updated=now
+                    )
+                )
 
     def delete_secret(self, owner: str, name: str) -> None:
         with self.db.write() as conn:
@@ -81,5 +107,6 @@ class AccountStore:
 
     def all_secret_values(self, owner: str) -> list[str]:
         with self.db.read() as conn:
-            return list(conn.execute(
-                sa.select(secrets.c.value).where(secrets.c.owner == owner)).scalars())
+            return list(
+                conn.execute(sa.select(secrets.c.value).where(secrets.c.owner == owner)).scalars()
+            )

@@ -17,18 +17,33 @@ from opendps.store.tables import algorithms, builds, queues
 
 def _build_from_row(row: Mapping[str, Any]) -> Build:
     return Build(
-        id=row["id"], algorithm_id=row["algorithm_id"], status=BuildStatus(row["status"]),
-        commit=row["commit"], log_path=row["log_path"], algorithm_dir=row["algorithm_dir"],
-        env_dir=row["env_dir"], message=row["message"], created=row["created"],
-        started=row["started"], finished=row["finished"],
+        id=row["id"],
+        algorithm_id=row["algorithm_id"],
+        status=BuildStatus(row["status"]),
+        commit=row["commit"],
+        log_path=row["log_path"],
+        algorithm_dir=row["algorithm_dir"],
+        env_dir=row["env_dir"],
+        message=row["message"],
+        created=row["created"],
+        started=row["started"],
+        finished=row["finished"],
     )
 
 
 def _algorithm_from_row(row: Mapping[str, Any], build: Build | None) -> Algorithm:
     return Algorithm(
-        id=row["id"], name=row["name"], version=row["version"], owner=row["owner"],
-        spec=dict(row["spec"]), package=row["package"], package_type=row["package_type"],
-        builtin=bool(row["builtin"]), created=row["created"], updated=row["updated"], build=build,
+        id=row["id"],
+        name=row["name"],
+        version=row["version"],
+        owner=row["owner"],
+        spec=dict(row["spec"]),
+        package=row["package"],
+        package_type=row["package_type"],
+        builtin=bool(row["builtin"]),
+        created=row["created"],
+        updated=row["updated"],
+        build=build,
     )
 
 
@@ -75,12 +90,20 @@ class CatalogStore:
                     algorithms.c.name == name, algorithms.c.version == version
                 )
             ).scalar()
-            values = {"owner": owner, "spec": spec, "package": package,
-                      "package_type": package_type, "builtin": builtin, "updated": now}
+            values = {
+                "owner": owner,
+                "spec": spec,
+                "package": package,
+                "package_type": package_type,
+                "builtin": builtin,
+                "updated": now,
+            }
             if existing is not None:
                 if not replace:
                     raise DuplicateProcess(f"process {name}:{version} is already registered")
-                conn.execute(algorithms.update().where(algorithms.c.id == existing).values(**values))
+                conn.execute(
+                    algorithms.update().where(algorithms.c.id == existing).values(**values)
+                )
                 algorithm_id = existing
             else:
                 algorithm_id = conn.execute(
@@ -88,7 +111,9 @@ class CatalogStore:
                 ).inserted_primary_key[0]
             build_id = conn.execute(
                 builds.insert().values(
-                    algorithm_id=algorithm_id, status=build_status.value, created=now,
+                    algorithm_id=algorithm_id,
+                    status=build_status.value,
+                    created=now,
                     finished=now if build_status == BuildStatus.READY else None,
                 )
             ).inserted_primary_key[0]
@@ -119,7 +144,11 @@ class CatalogStore:
         return _from_joined(row)
 
     def list_algorithms(
-        self, *, limit: int = 1000, cursor: str | None = None, name: str | None = None,
+        self,
+        *,
+        limit: int = 1000,
+        cursor: str | None = None,
+        name: str | None = None,
         owner: str | None = None,
     ) -> Page:
         query = _joined().order_by(algorithms.c.id).limit(limit + 1)
@@ -157,12 +186,16 @@ class CatalogStore:
     def queued_builds(self) -> list[Build]:
         """Current builds waiting to run, oldest first."""
         with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(builds)
-                .join(algorithms, algorithms.c.build_id == builds.c.id)
-                .where(builds.c.status == BuildStatus.QUEUED.value)
-                .order_by(builds.c.id)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(builds)
+                    .join(algorithms, algorithms.c.build_id == builds.c.id)
+                    .where(builds.c.status == BuildStatus.QUEUED.value)
+                    .order_by(builds.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return [_build_from_row(r) for r in rows]
 
     def start_build(self, build_id: int) -> Build:
@@ -181,7 +214,8 @@ class CatalogStore:
     def finish_build(self, build_id: int, status: BuildStatus, **fields: Any) -> Build:
         with self.db.write() as conn:
             conn.execute(
-                builds.update().where(builds.c.id == build_id)
+                builds.update()
+                .where(builds.c.id == build_id)
                 .values(status=status.value, finished=utcnow(), **fields)
             )
             row = conn.execute(sa.select(builds).where(builds.c.id == build_id)).mappings().one()
@@ -195,7 +229,8 @@ class CatalogStore:
         """Builds left ``building`` by a process that died go back to ``queued``."""
         with self.db.write() as conn:
             return conn.execute(
-                builds.update().where(builds.c.status == BuildStatus.BUILDING.value)
+                builds.update()
+                .where(builds.c.status == BuildStatus.BUILDING.value)
                 .values(status=BuildStatus.QUEUED.value, started=None)
             ).rowcount
 
@@ -209,9 +244,15 @@ class CatalogStore:
             conn.execute(
                 queues.insert(),
                 [
-                    {"name": q.name, "memory": q.memory, "cpus": q.cpus,
-                     "time_limit": q.time_limit, "slots": q.slots, "guest": q.guest,
-                     "is_default": q.default}
+                    {
+                        "name": q.name,
+                        "memory": q.memory,
+                        "cpus": q.cpus,
+                        "time_limit": q.time_limit,
+                        "slots": q.slots,
+                        "guest": q.guest,
+                        "is_default": q.default,
+                    }
                     for q in configured
                 ],
             )
@@ -220,8 +261,14 @@ class CatalogStore:
         with self.db.read() as conn:
             rows = conn.execute(sa.select(queues).order_by(queues.c.name)).mappings().all()
         return [
-            QueueConfig(name=r["name"], memory=r["memory"], cpus=r["cpus"],
-                        time_limit=r["time_limit"], slots=r["slots"], guest=r["guest"],
-                        default=r["is_default"])
+            QueueConfig(
+                name=r["name"],
+                memory=r["memory"],
+                cpus=r["cpus"],
+                time_limit=r["time_limit"],
+                slots=r["slots"],
+                guest=r["guest"],
+                default=r["is_default"],
+            )
             for r in rows
         ]

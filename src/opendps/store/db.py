@@ -30,7 +30,9 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(
-                url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8,
+                url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=8,
                 max_overflow=16,
             )
             _configure_sqlite(self.engine)

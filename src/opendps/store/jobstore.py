@@ -128,11 +128,18 @@ class JobStore:
                 )
             for spec in specs:
                 if spec.get("dedup_key"):
-                    existing = conn.execute(
-                        sa.select(jobs).where(
-                            jobs.c.owner == spec["owner"], jobs.c.dedup_key == spec["dedup_key"]
-                        ).order_by(jobs.c.seq.desc()).limit(1)
-                    ).mappings().first()
+                    existing = (
+                        conn.execute(
+                            sa.select(jobs)
+                            .where(
+                                jobs.c.owner == spec["owner"], jobs.c.dedup_key == spec["dedup_key"]
+                            )
+                            .order_by(jobs.c.seq.desc())
+                            .limit(1)
+                        )
+                        .mappings()
+                        .first()
+                    )
                     if existing is not None and existing["status"] != JobStatus.FAILED:
                         job = _job_from_row(existing)
                         created.append(Job(**{**job.__dict__, "deduped": True}))
@@ -165,8 +172,13 @@ class JobStore:
                 conn.execute(
                     job_events.insert(),
                     [
-                        {"job_id": r["id"], "at": now, "status": JobStatus.ACCEPTED.value,
-                         "reason": None, "message": "submitted"}
+                        {
+                            "job_id": r["id"],
+                            "at": now,
+                            "status": JobStatus.ACCEPTED.value,
+                            "reason": None,
+                            "message": "submitted",
+                        }
                         for r in rows
                     ],
                 )
@@ -234,7 +246,9 @@ class JobStore:
         with self.db.read() as conn:
             rows = conn.execute(query).mappings().all()
             total = (
-                conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar_one()
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(jobs).where(*where)
+                ).scalar_one()
                 if count
                 else -1
             )
@@ -250,30 +264,42 @@ class JobStore:
 
     def job_events(self, job_id: str) -> list[JobEvent]:
         with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(job_events)
+                    .where(job_events.c.job_id == job_id)
+                    .order_by(job_events.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return [
             JobEvent(
-                job_id=r["job_id"], at=r["at"], status=JobStatus(r["status"]),
-                reason=Reason(r["reason"]) if r["reason"] else None, message=r["message"],
+                job_id=r["job_id"],
+                at=r["at"],
+                status=JobStatus(r["status"]),
+                reason=Reason(r["reason"]) if r["reason"] else None,
+                message=r["message"],
             )
             for r in rows
         ]
 
     def attempts(self, job_id: str) -> list[Attempt]:
         with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(job_attempts).where(job_attempts.c.job_id == job_id)
-                .order_by(job_attempts.c.number)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(job_attempts)
+                    .where(job_attempts.c.job_id == job_id)
+                    .order_by(job_attempts.c.number)
+                )
+                .mappings()
+                .all()
+            )
         return [Attempt(**dict(r)) for r in rows]
 
     # -- claiming and transitions ---------------------------------------------------------
 
-    def claim_next(
-        self, free_slots: Mapping[str, int], *, host: str, worker: str
-    ) -> Job | None:
+    def claim_next(self, free_slots: Mapping[str, int], *, host: str, worker: str) -> Job | None:
         """Move the next runnable job of the given queues to ``running``.
 
         ``free_slots`` maps queue name -> the queue's slot limit. A queue is served only
@@ -288,8 +314,9 @@ class JobStore:
             running = dict(
                 conn.execute(
                     sa.select(jobs.c.queue, sa.func.count())
-                    .where(jobs.c.status == JobStatus.RUNNING.value,
-                           jobs.c.queue.in_(list(free_slots)))
+                    .where(
+                        jobs.c.status == JobStatus.RUNNING.value, jobs.c.queue.in_(list(free_slots))
+                    )
                     .group_by(jobs.c.queue)
                 ).all()
             )
@@ -299,8 +326,9 @@ class JobStore:
             candidate = conn.execute(
                 sa.select(jobs.c.id, jobs.c.attempts)
                 .select_from(
-                    jobs.join(algorithms, algorithms.c.id == jobs.c.algorithm_id)
-                    .join(builds, builds.c.id == algorithms.c.build_id)
+                    jobs.join(algorithms, algorithms.c.id == jobs.c.algorithm_id).join(
+                        builds, builds.c.id == algorithms.c.build_id
+                    )
                 )
                 .where(
                     jobs.c.status == JobStatus.ACCEPTED.value,
@@ -317,8 +345,15 @@ class JobStore:
             changed = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == JobStatus.ACCEPTED.value)
-                .values(status=JobStatus.RUNNING.value, started=now, updated=now,
-                        attempts=attempts + 1, reason=None, phase=None, message=None)
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    started=now,
+                    updated=now,
+                    attempts=attempts + 1,
+                    reason=None,
+                    phase=None,
+                    message=None,
+                )
             ).rowcount
             if changed != 1:  # taken by another worker between select and update
                 return None
@@ -329,7 +364,9 @@ class JobStore:
             )
             conn.execute(
                 job_events.insert().values(
-                    job_id=job_id, at=now, status=JobStatus.RUNNING.value,
+                    job_id=job_id,
+                    at=now,
+                    status=JobStatus.RUNNING.value,
                     message=f"claimed by {worker} on {host} (attempt {attempts + 1})",
                 )
             )
@@ -370,8 +407,10 @@ class JobStore:
                 values["duration"] = (now - current.started).total_seconds()
             changed = conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id,
-                       jobs.c.status.in_([JobStatus(s).value for s in allowed_from]))
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_([JobStatus(s).value for s in allowed_from]),
+                )
                 .values(**values)
             ).rowcount
             if changed != 1:
@@ -380,8 +419,11 @@ class JobStore:
                 )
             conn.execute(
                 job_events.insert().values(
-                    job_id=job_id, at=now, status=to.value,
-                    reason=reason.value if reason else None, message=message,
+                    job_id=job_id,
+                    at=now,
+                    status=to.value,
+                    reason=reason.value if reason else None,
+                    message=message,
                 )
             )
             if to.terminal:
@@ -405,8 +447,11 @@ class JobStore:
             status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
             if status is None:
                 raise NoSuchJob(f"no job with id {job_id!r}")
-            conn.execute(job_events.insert().values(
-                job_id=job_id, at=utcnow(), status=status, message=message))
+            conn.execute(
+                job_events.insert().values(
+                    job_id=job_id, at=utcnow(), status=status, message=message
+                )
+            )
 
     def request_cancel(self, job_id: str) -> Job:
         """Flag a job for cancelling. A queued job is dismissed at once; a running one is
@@ -414,16 +459,21 @@ class JobStore:
         with self.db.write() as conn:
             conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id,
-                       jobs.c.status.in_([JobStatus.ACCEPTED.value, JobStatus.RUNNING.value]))
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_([JobStatus.ACCEPTED.value, JobStatus.RUNNING.value]),
+                )
                 .values(cancel_requested=True, updated=utcnow())
             )
         job = self.get_job(job_id)
         if job.status == JobStatus.ACCEPTED:
             try:
                 return self.transition(
-                    job_id, JobStatus.DISMISSED, allowed_from=[JobStatus.ACCEPTED],
-                    reason=Reason.CANCELLED, message="cancelled before it started",
+                    job_id,
+                    JobStatus.DISMISSED,
+                    allowed_from=[JobStatus.ACCEPTED],
+                    reason=Reason.CANCELLED,
+                    message="cancelled before it started",
                 )
             except InvalidTransition:
                 return self.get_job(job_id)
@@ -440,14 +490,23 @@ class JobStore:
     def running_on_host(self, host: str) -> list[tuple[Job, Attempt | None]]:
         """Running jobs whose open attempt is on ``host`` (or that have no attempt)."""
         with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(jobs, job_attempts.c.id.label("attempt_id"))
-                .select_from(jobs.outerjoin(
-                    job_attempts,
-                    sa.and_(job_attempts.c.job_id == jobs.c.id, job_attempts.c.finished.is_(None)),
-                ))
-                .where(jobs.c.status == JobStatus.RUNNING.value)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(jobs, job_attempts.c.id.label("attempt_id"))
+                    .select_from(
+                        jobs.outerjoin(
+                            job_attempts,
+                            sa.and_(
+                                job_attempts.c.job_id == jobs.c.id,
+                                job_attempts.c.finished.is_(None),
+                            ),
+                        )
+                    )
+                    .where(jobs.c.status == JobStatus.RUNNING.value)
+                )
+                .mappings()
+                .all()
+            )
             attempt_ids = [r["attempt_id"] for r in rows if r["attempt_id"]]
             attempts = {
                 a["id"]: Attempt(**dict(a))
@@ -475,34 +534,57 @@ class JobStore:
             job_id, JobStatus.ACCEPTED, allowed_from=[JobStatus.RUNNING], message=message
         )
 
-    def fail_waiting_jobs(self, algorithm_id: int, reason: Reason, phase: Phase, message: str) -> int:
+    def fail_waiting_jobs(
+        self, algorithm_id: int, reason: Reason, phase: Phase, message: str
+    ) -> int:
         """Fail every accepted job of an algorithm (its build failed)."""
         now = utcnow()
         with self.db.write() as conn:
-            ids = conn.execute(
-                sa.select(jobs.c.id).where(
-                    jobs.c.algorithm_id == algorithm_id, jobs.c.status == JobStatus.ACCEPTED.value
+            ids = (
+                conn.execute(
+                    sa.select(jobs.c.id).where(
+                        jobs.c.algorithm_id == algorithm_id,
+                        jobs.c.status == JobStatus.ACCEPTED.value,
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if not ids:
                 return 0
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.ACCEPTED.value)
-                .values(status=JobStatus.FAILED.value, reason=reason.value, phase=phase.value,
-                        message=message, finished=now, updated=now)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    reason=reason.value,
+                    phase=phase.value,
+                    message=message,
+                    finished=now,
+                    updated=now,
+                )
             )
             conn.execute(
                 job_events.insert(),
-                [{"job_id": i, "at": now, "status": JobStatus.FAILED.value,
-                  "reason": reason.value, "message": message} for i in ids],
+                [
+                    {
+                        "job_id": i,
+                        "at": now,
+                        "status": JobStatus.FAILED.value,
+                        "reason": reason.value,
+                        "message": message,
+                    }
+                    for i in ids
+                ],
             )
         return len(ids)
 
     def active_jobs_of_algorithm(self, algorithm_id: int) -> int:
         with self.db.read() as conn:
             return conn.execute(
-                sa.select(sa.func.count()).select_from(jobs).where(
+                sa.select(sa.func.count())
+                .select_from(jobs)
+                .where(
                     jobs.c.algorithm_id == algorithm_id,
                     jobs.c.status.in_([s.value for s in ACTIVE]),
                 )
@@ -528,33 +610,56 @@ class JobStore:
 
     def get_batch(self, batch_id: str) -> Batch:
         with self.db.read() as conn:
-            row = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(batches).where(batches.c.id == batch_id)).mappings().first()
+            )
             if row is None:
                 raise NoSuchJob(f"no batch with id {batch_id!r}")
             counts = dict(
                 conn.execute(
                     sa.select(jobs.c.status, sa.func.count())
-                    .where(jobs.c.batch_id == batch_id).group_by(jobs.c.status)
+                    .where(jobs.c.batch_id == batch_id)
+                    .group_by(jobs.c.status)
                 ).all()
             )
-        return Batch(id=row["id"], owner=row["owner"], created=row["created"],
-                     counts={s.value: counts.get(s.value, 0) for s in JobStatus},
-                     total=row["total"])
+        return Batch(
+            id=row["id"],
+            owner=row["owner"],
+            created=row["created"],
+            counts={s.value: counts.get(s.value, 0) for s in JobStatus},
+            total=row["total"],
+        )
 
     def batch_job_ids(self, batch_id: str, statuses: Iterable[JobStatus]) -> list[str]:
         with self.db.read() as conn:
-            return list(conn.execute(
-                sa.select(jobs.c.id).where(
-                    jobs.c.batch_id == batch_id,
-                    jobs.c.status.in_([s.value for s in statuses]),
-                ).order_by(jobs.c.seq)
-            ).scalars())
+            return list(
+                conn.execute(
+                    sa.select(jobs.c.id)
+                    .where(
+                        jobs.c.batch_id == batch_id,
+                        jobs.c.status.in_([s.value for s in statuses]),
+                    )
+                    .order_by(jobs.c.seq)
+                ).scalars()
+            )
 
 
 def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
     defaults = dict.fromkeys(
-        ("reason", "phase", "message", "started", "finished", "work_dir", "output_url",
-         "exit_code", "progress", "metrics", "results", "warnings")
+        (
+            "reason",
+            "phase",
+            "message",
+            "started",
+            "finished",
+            "work_dir",
+            "output_url",
+            "exit_code",
+            "progress",
+            "metrics",
+            "results",
+            "warnings",
+        )
     )
     return {**defaults, **row}
 
