@@ -24,8 +24,7 @@ runner = CliRunner()
 
 
 def dps(server: LiveServer | None, *args: str) -> Result:
-    env = {"DPS_URL": server.url if server else f"http://127.0.0.1:{free_port()}",
-           "DPS_TOKEN": ""}
+    env = {"DPS_URL": server.url if server else f"http://127.0.0.1:{free_port()}", "DPS_TOKEN": ""}
     return runner.invoke(app, list(args), env=env)
 
 
@@ -39,12 +38,13 @@ def as_json(result: Result) -> object:
 
 @pytest.mark.slow
 def test_register_submit_wait_logs_outputs(
-    live_server: LiveServer, make_algorithm_repo: Callable[..., Path], tmp_path: Path,
+    live_server: LiveServer,
+    make_algorithm_repo: Callable[..., Path],
+    tmp_path: Path,
     http_files: HttpFiles,
 ) -> None:
     yaml_path = demo_algorithm(make_algorithm_repo, tmp_path)
-    summary = as_json(dps(live_server, "algorithm", "register", str(yaml_path), "--wait",
-                          "--json"))
+    summary = as_json(dps(live_server, "algorithm", "register", str(yaml_path), "--wait", "--json"))
     assert summary["id"] == "demo:main" and summary["build"]["status"] == "ready"
     again = dps(live_server, "algorithm", "register", str(yaml_path))  # replaces by default
     assert again.exit_code == 0 and "registered demo:main" in again.stdout
@@ -52,9 +52,23 @@ def test_register_submit_wait_logs_outputs(
 
     http_files.add("a.txt", b"A")
     http_files.add("b.txt", b"B")
-    result = dps(live_server, "job", "submit", "demo:main", "-i", "greeting=hi there",
-                 "-i", f"infile={http_files.url('a.txt')}", "-i", f"infile={http_files.url('b.txt')}",
-                 "--tag", "cli", "--priority", "8", "--wait")
+    result = dps(
+        live_server,
+        "job",
+        "submit",
+        "demo:main",
+        "-i",
+        "greeting=hi there",
+        "-i",
+        f"infile={http_files.url('a.txt')}",
+        "-i",
+        f"infile={http_files.url('b.txt')}",
+        "--tag",
+        "cli",
+        "--priority",
+        "8",
+        "--wait",
+    )
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip()  # the id alone on stdout; progress went to stderr
     assert len(job_id) == 36 and "successful" in result.stderr
@@ -67,8 +81,9 @@ def test_register_submit_wait_logs_outputs(
     assert as_json(dps(live_server, "job", "logs", job_id, "--json"))["stderr"] == logs.stderr
 
     download = tmp_path / "out"
-    outputs = as_json(dps(live_server, "job", "outputs", job_id, "--download", str(download),
-                          "--json"))
+    outputs = as_json(
+        dps(live_server, "job", "outputs", job_id, "--download", str(download), "--json")
+    )
     assert {o["path"] for o in outputs["outputs"]} >= {"a.txt", "b.txt", "sub/nested.txt"}
     assert (download / "a.txt").read_bytes() == b"A"
     assert (download / "sub" / "nested.txt").exists()
@@ -82,7 +97,9 @@ def test_register_submit_wait_logs_outputs(
     assert [j["jobID"] for j in listed["jobs"]] == [job_id] and listed["numberMatched"] == 1
     table = dps(live_server, "job", "list", "--algorithm", "demo", "--status", "successful")
     assert job_id in table.stdout and "1 of 1" in table.stderr
-    assert "demo:main" in {p["id"] for p in as_json(dps(live_server, "algorithm", "list", "--json"))}
+    assert "demo:main" in {
+        p["id"] for p in as_json(dps(live_server, "algorithm", "list", "--json"))
+    }
     shown = as_json(dps(live_server, "algorithm", "show", "demo", "--json"))
     assert set(shown["inputs"]) == {"infile", "greeting", "code", "pause"}
     assert "greeting" in dps(live_server, "algorithm", "show", "demo:main").stdout
@@ -99,8 +116,9 @@ def test_exit_codes_failed_jobs_cancel_and_server_errors(
     yaml_path = demo_algorithm(make_algorithm_repo, tmp_path)
     registered(live_server, yaml_path)
 
-    failed = dps(live_server, "job", "submit", "demo", "-i", "greeting=x", "-i", "code=3",
-                 "--wait", "--json")
+    failed = dps(
+        live_server, "job", "submit", "demo", "-i", "greeting=x", "-i", "code=3", "--wait", "--json"
+    )
     assert failed.exit_code == 1
     info = json.loads(failed.stdout)
     assert (info["status"], info["reason"]) == ("failed", "exit_code")
@@ -123,8 +141,9 @@ def test_exit_codes_failed_jobs_cancel_and_server_errors(
     # cancel a running job; waiting on it then exits 1
     submitted = dps(live_server, "job", "submit", "demo", "-i", "greeting=slow", "-i", "pause=60")
     job_id = submitted.stdout.strip()
-    wait_until(lambda: live_server.client.status(job_id)["status"] == "running", 60,
-               what="the job to run")
+    wait_until(
+        lambda: live_server.client.status(job_id)["status"] == "running", 60, what="the job to run"
+    )
     cancel = dps(live_server, "job", "cancel", job_id)
     assert cancel.exit_code == 0 and job_id in cancel.stdout
     waited = dps(live_server, "job", "wait", job_id, "--timeout", "60")
@@ -159,8 +178,9 @@ def test_batches_from_csv_and_jsonl(
     registered(live_server, demo_algorithm(make_algorithm_repo, tmp_path))
     csv_file = tmp_path / "jobs.csv"
     csv_file.write_text("greeting,code\none,0\ntwo,\nthree,0\n")
-    result = dps(live_server, "batch", "submit", "demo", "--inputs", str(csv_file),
-                 "--tag", "csv", "--wait")
+    result = dps(
+        live_server, "batch", "submit", "demo", "--inputs", str(csv_file), "--tag", "csv", "--wait"
+    )
     assert result.exit_code == 0, result.output
     batch_id = result.stdout.splitlines()[0]
     status = as_json(dps(live_server, "batch", "status", batch_id, "--json"))
@@ -169,8 +189,9 @@ def test_batches_from_csv_and_jsonl(
 
     jsonl = tmp_path / "jobs.jsonl"
     jsonl.write_text('{"greeting": "a"}\n\n{"greeting": "b", "code": 4}\n')
-    failing = dps(live_server, "batch", "submit", "demo", "--inputs", str(jsonl), "--wait",
-                  "--json")
+    failing = dps(
+        live_server, "batch", "submit", "demo", "--inputs", str(jsonl), "--wait", "--json"
+    )
     assert failing.exit_code == 1
     info = json.loads(failing.stdout)
     assert (info["counts"]["successful"], info["counts"]["failed"]) == (1, 1)
@@ -200,24 +221,36 @@ def test_unreachable_server_exits_3() -> None:
     assert "cannot reach the server" in result.stderr and "Traceback" not in result.output
     # the installed entry point, in a real process
     dead = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run([sys.executable, "-m", "opendps.cli", "job", "status", "x",
-                           "--url", dead], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "opendps.cli", "job", "status", "x", "--url", dead],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 3 and "cannot reach" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_parse_inputs_and_batch_files(tmp_path: Path) -> None:
-    assert parse_inputs(["a=1", "f=u1", "f=u2", "n:=2", "o:={\"k\": [1]}", "e=", "eq=a=b"]) == {
-        "a": "1", "f": ["u1", "u2"], "n": 2, "o": {"k": [1]}, "e": "", "eq": "a=b"}
+    assert parse_inputs(["a=1", "f=u1", "f=u2", "n:=2", 'o:={"k": [1]}', "e=", "eq=a=b"]) == {
+        "a": "1",
+        "f": ["u1", "u2"],
+        "n": 2,
+        "o": {"k": [1]},
+        "e": "",
+        "eq": "a=b",
+    }
     for bad in (["novalue"], ["=x"], ["j:=nope"]):
         with pytest.raises(typer.BadParameter):
             parse_inputs(bad)
     assert dps(None, "job", "submit", "demo", "-i", "novalue").exit_code == 2
 
     csv_file = tmp_path / "x.csv"
-    csv_file.write_text("name, urls\nA,\"[\"\"s3://b/1\"\", \"\"s3://b/2\"\"]\"\nB,\n")
+    csv_file.write_text('name, urls\nA,"[""s3://b/1"", ""s3://b/2""]"\nB,\n')
     assert read_batch_inputs(csv_file) == [
-        {"name": "A", "urls": '["s3://b/1", "s3://b/2"]'}, {"name": "B"}]
+        {"name": "A", "urls": '["s3://b/1", "s3://b/2"]'},
+        {"name": "B"},
+    ]
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(typer.BadParameter):
@@ -238,8 +271,16 @@ def test_run_local_runs_and_reuses_the_build(
     yaml_path = demo_algorithm(make_algorithm_repo, tmp_path)
     (tmp_path / "data.txt").write_text("local data\n")
     data_dir, out = tmp_path / "rl", tmp_path / "out1"
-    args = ["run-local", str(yaml_path), "-i", "greeting=hey", "-i",
-            f"infile={tmp_path / 'data.txt'}", "--data-dir", str(data_dir)]
+    args = [
+        "run-local",
+        str(yaml_path),
+        "-i",
+        "greeting=hey",
+        "-i",
+        f"infile={tmp_path / 'data.txt'}",
+        "--data-dir",
+        str(data_dir),
+    ]
 
     started = time.monotonic()
     first = runner.invoke(app, [*args, "--output", str(out), "--json"])
@@ -261,11 +302,18 @@ def test_run_local_runs_and_reuses_the_build(
     assert "greeting=hey" in second.stderr  # the stdout tail
     assert (tmp_path / "build-count-demo").read_text().count("built") == 1  # no rebuild
     assert second_seconds < first_seconds
-    print(f"run-local: first (with build) {first_seconds:.2f} s, "
-          f"second (cached build) {second_seconds:.2f} s")
+    print(
+        f"run-local: first (with build) {first_seconds:.2f} s, "
+        f"second (cached build) {second_seconds:.2f} s"
+    )
 
-    rebuilt = run_local(yaml_path, {"greeting": "again"}, data_dir=data_dir,
-                        output_dir=tmp_path / "out3", rebuild=True)
+    rebuilt = run_local(
+        yaml_path,
+        {"greeting": "again"},
+        data_dir=data_dir,
+        output_dir=tmp_path / "out3",
+        rebuild=True,
+    )
     assert rebuilt.ok and rebuilt.built
     assert (tmp_path / "build-count-demo").read_text().count("built") == 2
 
@@ -274,20 +322,39 @@ def test_run_local_runs_and_reuses_the_build(
 def test_run_local_failures(make_algorithm_repo: Callable[..., Path], tmp_path: Path) -> None:
     yaml_path = demo_algorithm(make_algorithm_repo, tmp_path)
     data_dir = str(tmp_path / "rl")
-    failed = runner.invoke(app, ["run-local", str(yaml_path), "-i", "greeting=x", "-i",
-                                 "code=5", "--data-dir", data_dir, "-o", str(tmp_path / "o")])
+    failed = runner.invoke(
+        app,
+        [
+            "run-local",
+            str(yaml_path),
+            "-i",
+            "greeting=x",
+            "-i",
+            "code=5",
+            "--data-dir",
+            data_dir,
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
     assert failed.exit_code == 1
     assert "failed (exit_code in run)" in failed.stderr
     assert (tmp_path / "o" / "_stderr.txt").read_text() == "note: x\n"  # failed jobs stage too
 
-    bad_input = runner.invoke(app, ["run-local", str(yaml_path), "-i", "colour=red",
-                                    "--data-dir", data_dir])
+    bad_input = runner.invoke(
+        app, ["run-local", str(yaml_path), "-i", "colour=red", "--data-dir", data_dir]
+    )
     assert bad_input.exit_code == 2 and "colour" in bad_input.stderr
 
-    broken = demo_algorithm(make_algorithm_repo, tmp_path, name="broken",
-                            build_script="#!/bin/bash\necho cannot build this >&2\nexit 7\n")
-    build_failed = runner.invoke(app, ["run-local", str(broken), "-i", "greeting=x",
-                                       "--data-dir", data_dir])
+    broken = demo_algorithm(
+        make_algorithm_repo,
+        tmp_path,
+        name="broken",
+        build_script="#!/bin/bash\necho cannot build this >&2\nexit 7\n",
+    )
+    build_failed = runner.invoke(
+        app, ["run-local", str(broken), "-i", "greeting=x", "--data-dir", data_dir]
+    )
     assert build_failed.exit_code == 1
     assert "cannot build this" in build_failed.stderr  # the build log's tail
     assert "Traceback" not in build_failed.output

@@ -48,16 +48,23 @@ DEMO_INPUTS = """\
 """
 
 
-def demo_algorithm(make_algorithm_repo: Callable[..., Path], tmp_path: Path,
-                   name: str = "demo", build_script: str | None = None) -> Path:
+def demo_algorithm(
+    make_algorithm_repo: Callable[..., Path],
+    tmp_path: Path,
+    name: str = "demo",
+    build_script: str | None = None,
+) -> Path:
     """A repo with run.sh and build.sh and its registration YAML; answers the YAML's path.
 
     Every build appends a line to ``tmp_path/build-count-<name>`` (to count rebuilds).
     """
     counter = tmp_path / f"build-count-{name}"
     build = build_script or f"#!/bin/bash\necho building\necho built >> {counter}\n"
-    repo = make_algorithm_repo({"run.sh": RUN_SH, "build.sh": build},
-                               executable=["run.sh", "build.sh"], name=f"{name}_repo")
+    repo = make_algorithm_repo(
+        {"run.sh": RUN_SH, "build.sh": build},
+        executable=["run.sh", "build.sh"],
+        name=f"{name}_repo",
+    )
     path = tmp_path / f"{name}.yml"
     path.write_text(algorithm_yaml(repo, name=name, build="build.sh", inputs=DEMO_INPUTS))
     return path
@@ -71,7 +78,9 @@ def registered(server: LiveServer, yaml_path: Path) -> str:
 
 
 def test_register_submit_wait_logs_outputs_metrics(
-    live_server: LiveServer, make_algorithm_repo: Callable[..., Path], tmp_path: Path,
+    live_server: LiveServer,
+    make_algorithm_repo: Callable[..., Path],
+    tmp_path: Path,
     http_files: HttpFiles,
 ) -> None:
     client = live_server.client
@@ -95,16 +104,20 @@ def test_register_submit_wait_logs_outputs_metrics(
     http_files.add("remote.txt", b"from http\n")
     local = tmp_path / "local.txt"
     local.write_text("from file\n")
-    info = client.submit("demo:main", {
-        "greeting": "hello",
-        "infile": [http_files.url("remote.txt"), local.as_uri()],
-    }, tag="e2e", priority=7)
+    info = client.submit(
+        "demo:main",
+        {
+            "greeting": "hello",
+            "infile": [http_files.url("remote.txt"), local.as_uri()],
+        },
+        tag="e2e",
+        priority=7,
+    )
     assert info["status"] == "accepted" and info["priority"] == 7 and info["tags"] == ["e2e"]
     job_id = info["jobID"]
 
     seen: list[str] = []
-    final = client.wait(job_id, timeout=120, poll=0.1,
-                        on_update=lambda i: seen.append(i["status"]))
+    final = client.wait(job_id, timeout=120, poll=0.1, on_update=lambda i: seen.append(i["status"]))
     assert final["status"] == "successful", client.logs(job_id)
     assert seen[-1] == "successful" and seen.count("successful") == 1
 
@@ -141,8 +154,9 @@ def test_failed_job_and_validation_errors(
     client = live_server.client
     process_id = registered(live_server, demo_algorithm(make_algorithm_repo, tmp_path))
 
-    final = client.wait(client.submit(process_id, {"greeting": "x", "code": 3})["jobID"],
-                        timeout=120, poll=0.1)
+    final = client.wait(
+        client.submit(process_id, {"greeting": "x", "code": 3})["jobID"], timeout=120, poll=0.1
+    )
     assert (final["status"], final["reason"], final["phase"]) == ("failed", "exit_code", "run")
     with pytest.raises(APIError) as failed:
         client.results(final["jobID"])
@@ -168,8 +182,10 @@ def test_list_filters_and_paging(
 ) -> None:
     client = live_server.client
     process_id = registered(live_server, demo_algorithm(make_algorithm_repo, tmp_path))
-    ids = [client.submit(process_id, {"greeting": f"g{n}"}, tag="odd" if n % 2 else "even")
-           ["jobID"] for n in range(7)]
+    ids = [
+        client.submit(process_id, {"greeting": f"g{n}"}, tag="odd" if n % 2 else "even")["jobID"]
+        for n in range(7)
+    ]
     for job_id in ids:
         client.wait(job_id, timeout=120, poll=0.1)
 
@@ -203,12 +219,18 @@ def test_cancel_running_and_batches(
     assert (final["status"], final["reason"]) == ("dismissed", "cancelled")
     assert time.monotonic() - started < 15
 
-    batch = client.submit_batch(process_id, [{"greeting": "a"}, {"greeting": "b", "code": 2},
-                                             {"greeting": "c"}], tag="b1")
+    batch = client.submit_batch(
+        process_id, [{"greeting": "a"}, {"greeting": "b", "code": 2}, {"greeting": "c"}], tag="b1"
+    )
     assert batch["total"] == 3 and len(batch["jobIDs"]) == 3
-    wait_until(lambda: client.batch_status(batch["batchID"])["counts"]["accepted"] == 0
-               and client.batch_status(batch["batchID"])["counts"]["running"] == 0, 120,
-               what="the batch to finish")
+    wait_until(
+        lambda: (
+            client.batch_status(batch["batchID"])["counts"]["accepted"] == 0
+            and client.batch_status(batch["batchID"])["counts"]["running"] == 0
+        ),
+        120,
+        what="the batch to finish",
+    )
     counts = client.batch_status(batch["batchID"])["counts"]
     assert (counts["successful"], counts["failed"]) == (2, 1)
     assert client.list_jobs(batch=batch["batchID"], tag="b1")["numberMatched"] == 3
@@ -227,9 +249,9 @@ def test_cancel_running_and_batches(
 
 
 def test_unreachable_server_raises_server_unreachable() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
-        with pytest.raises(ServerUnreachable) as caught:
-            client.status("x")
+    client = Client(f"http://127.0.0.1:{free_port()}", timeout=2)
+    with client, pytest.raises(ServerUnreachable) as caught:
+        client.status("x")
     assert caught.value.status == 0 and "cannot reach" in caught.value.detail
     assert isinstance(caught.value, APIError)
 
@@ -239,17 +261,59 @@ def test_registration_id_reads_every_format() -> None:
     assert registration_id("algo_name: b\nversion: '2.0'\n") == "b:2.0"
     cwl = "cwlVersion: v1.2\nclass: CommandLineTool\nid: tool\ns:version: 1.0.0\n"
     assert registration_id(cwl) == "tool:1.0.0"
-    graph = ("cwlVersion: v1.2\ns:version: '3'\n$graph:\n  - {class: CommandLineTool, id: t}\n"
-             "  - {class: Workflow, id: '#main'}\n")
+    graph = (
+        "cwlVersion: v1.2\ns:version: '3'\n$graph:\n  - {class: CommandLineTool, id: t}\n"
+        "  - {class: Workflow, id: '#main'}\n"
+    )
     assert registration_id(graph) == "main:3"
     assert registration_id("just text") is None
 
 
 def test_sse_parsing_and_safe_download_paths(tmp_path: Path) -> None:
-    lines = ["event: stdout", 'data: "a\\n"', "", ": comment", "event: end",
-             'data: "successful"', ""]
+    lines = [
+        "event: stdout",
+        'data: "a\\n"',
+        "",
+        ": comment",
+        "event: end",
+        'data: "successful"',
+        "",
+    ]
     assert list(_sse_events(lines)) == [("stdout", '"a\\n"'), ("end", '"successful"')]
     assert _safe_target(tmp_path, "a/b.txt") == tmp_path / "a" / "b.txt"
     for bad in ("../x", "/etc/passwd", "a/../../x", ""):
         with pytest.raises(APIError):
             _safe_target(tmp_path, bad)
+
+
+def test_live_server_kill_restart_and_teardown(
+    start_live_server: Callable[..., LiveServer],
+    make_algorithm_repo: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """The fixture the restart-recovery tests build on: kill() leaves the job's processes
+    alive, restart() serves the same data dir, close() leaves nothing behind."""
+    server = start_live_server(name="restartable")
+    process_id = registered(server, demo_algorithm(make_algorithm_repo, tmp_path))
+    job_id = server.client.submit(process_id, {"greeting": "long", "pause": 120})["jobID"]
+    wait_until(lambda: server.client.status(job_id)["status"] == "running", 60, what="running")
+    wait_until(server.processes, 30, what="the job's processes")
+
+    server.kill()
+    assert server.process is not None and server.process.returncode == -9
+    assert server.processes(), "kill() must not take the job's processes with it"
+    server.restart()
+    assert server.client.status(job_id)["jobID"] == job_id  # same store after the restart
+
+    server.close()
+    assert server.processes() == []
+
+
+def test_a_server_that_is_not_opendps_gives_a_clear_error(http_files: HttpFiles) -> None:
+    http_files.add("healthz", b"<html>hello</html>")
+    with Client(http_files.base_url) as client:
+        with pytest.raises(APIError, match="not JSON"):
+            client.healthz()
+        with pytest.raises(APIError) as missing:
+            client.status("x")
+    assert missing.value.status == 404 and "404" in missing.value.detail

@@ -73,18 +73,22 @@ def tokens(client: TestClient, *names: str, guest: tuple[str, ...] = ()) -> dict
 
 
 def register(client: TestClient, headers: dict[str, str] | None = None, **kwargs: Any) -> int:
-    response = client.post("/api/mas/algorithm", content=json.dumps(algorithm(**kwargs)),
-                           headers={"Content-Type": "application/json", **(headers or {})})
+    response = client.post(
+        "/api/mas/algorithm",
+        content=json.dumps(algorithm(**kwargs)),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     assert response.status_code == 200, response.text
     return response.json()["message"]["processID"]
 
 
-def submit(client: TestClient, pid: Any, headers: dict[str, str] | None = None,
-           **body: Any) -> Any:
-    payload = {"inputs": {"input_file": "https://example.invalid/a.tif"},
-               "queue": "maap-dps-worker-8gb", **body}
-    return client.post(f"/api/ogc/processes/{pid}/execution", json=payload,
-                       headers=headers or {})
+def submit(client: TestClient, pid: Any, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    payload = {
+        "inputs": {"input_file": "https://example.invalid/a.tif"},
+        "queue": "maap-dps-worker-8gb",
+        **body,
+    }
+    return client.post(f"/api/ogc/processes/{pid}/execution", json=payload, headers=headers or {})
 
 
 # -- bootstrap ------------------------------------------------------------------------------
@@ -95,8 +99,15 @@ def test_config_document_has_what_maap_py_reads(api: TestClient) -> None:
     assert doc["service"]["maap_api_root"].endswith("/api")
     assert isinstance(doc["service"]["maap_token"], str)
     assert not doc["service"]["maap_token"].lower().startswith(("bearer", "basic"))
-    for key in ("processes_ogc", "jobs_ogc", "deployment_jobs_ogc", "member",
-                "algorithm_register", "dps_job", "mas_algo"):
+    for key in (
+        "processes_ogc",
+        "jobs_ogc",
+        "deployment_jobs_ogc",
+        "member",
+        "algorithm_register",
+        "dps_job",
+        "mas_algo",
+    ):
         assert doc["maap_endpoint"][key]
     assert doc["search"]["indexed_attributes"] == []
     assert api.get("/api/environment/config/some-ade-host").status_code == 200
@@ -133,15 +144,17 @@ def test_register_again_replaces_and_legacy_list_describe_delete(api: TestClient
     deleted = api.delete("/api/mas/algorithm/demo:main").json()
     assert deleted["code"] == 200 and "demo:main" in deleted["message"]
     assert {"type": "demo", "version": "main"} not in api.get("/api/mas/algorithm").json()[
-        "algorithms"]
+        "algorithms"
+    ]
 
 
 @pytest.mark.parametrize("missing", ["repository_url", "run_command"])
 def test_registration_missing_field_is_maap_400(api: TestClient, missing: str) -> None:
     body = algorithm()
     del body[missing]
-    response = api.post("/api/mas/algorithm", content=json.dumps(body),
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/api/mas/algorithm", content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json() == {"code": 400, "message": f"{missing}: this field is required"}
 
@@ -149,38 +162,95 @@ def test_registration_missing_field_is_maap_400(api: TestClient, missing: str) -
 def test_registration_tolerates_trailing_commas_and_old_schema(api: TestClient) -> None:
     text = json.dumps(algorithm(name="commas")).replace("}", ",}")
     assert api.post("/api/mas/algorithm", content=text).status_code == 200
-    old = {"algo_name": "old", "version": "v1", "repo_url": "https://example.invalid/x/old.git",
-           "script_command": "old/run.sh",
-           "algorithm_params": [{"field": "in", "download": True}]}
+    old = {
+        "algo_name": "old",
+        "version": "v1",
+        "repo_url": "https://example.invalid/x/old.git",
+        "script_command": "old/run.sh",
+        "algorithm_params": [{"field": "in", "download": True}],
+    }
     response = api.post("/api/mas/algorithm", content=json.dumps(old))
     assert response.status_code == 200, response.text
     inputs = api.get("/api/ogc/processes/old:v1").json()["inputs"]
     assert inputs["in"]["type"] == "file"
 
 
-def test_cwl_deploy_says_it_is_not_available(api: TestClient) -> None:
-    from opendps.api.maap.registration import cwl_available
+CWL = """cwlVersion: v1.2
+$graph:
+- class: Workflow
+  id: my-algo
+  label: My algorithm
+  doc: What it does
+  inputs: {bbox: {type: string}}
+  outputs: {out: {type: Directory, outputSource: process/outputs_result}}
+  steps:
+    process: {run: '#main', in: {bbox: bbox}, out: [outputs_result]}
+- class: CommandLineTool
+  id: main
+  requirements:
+    ResourceRequirement: {ramMin: 5, coresMin: 1}
+  baseCommand: echo
+  inputs: {bbox: {type: string, inputBinding: {prefix: --bbox}}}
+  outputs: {outputs_result: {type: Directory, outputBinding: {glob: .}}}
+s:version: "1.0.0"
+s:codeRepository: https://github.com/org/my-algo.git
+$namespaces: {s: https://schema.org/}
+"""
 
-    if cwl_available():
-        pytest.skip("this server has CWL support")
-    cwl = "cwlVersion: v1.2\nclass: CommandLineTool\nid: x\nbaseCommand: echo\n"
-    response = api.post("/api/ogc/processes", json={"cwlRawText": cwl})
+
+def test_cwl_deploy_without_cwl_support_says_so(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("opendps.api.maap.registration.cwl_available", lambda: False)
+    response = api.post("/api/ogc/processes", json={"cwlRawText": CWL})
     assert response.status_code == 400
     assert "CWL deploy is not available" in response.json()["detail"]
+
+
+def test_cwl_deploy_raw_text_and_href(api: TestClient, http_files: Any) -> None:
+    from opendps.api.maap.registration import cwl_available
+
+    if not cwl_available():
+        pytest.skip("this server has no CWL support")
+    response = api.post("/api/ogc/processes", json={"cwlRawText": CWL})
+    assert response.status_code == 202, response.text
+    deployed = response.json()
+    assert (deployed["id"], deployed["version"]) == ("my-algo", "1.0.0")
+    described = api.get(f"/api/ogc/processes/{deployed['processID']}").json()
+    assert "bbox" in described["inputs"]
+    http_files.add("algo.cwl", CWL.replace("1.0.0", "2.0.0").encode())
+    by_href = api.post(
+        "/api/ogc/processes", json={"executionUnit": {"href": http_files.url("algo.cwl")}}
+    )
+    assert by_href.status_code == 202, by_href.text
+    assert by_href.json()["version"] == "2.0.0"
+    replaced = api.put(f"/api/ogc/processes/{deployed['processID']}", json={"cwlRawText": CWL})
+    assert replaced.status_code == 202
+    mismatch = api.put(
+        f"/api/ogc/processes/{deployed['processID']}",
+        json={"executionUnit": {"href": http_files.url("algo.cwl")}},
+    )
+    assert mismatch.status_code == 400 and "must match" in mismatch.json()["detail"]
+    unreachable = api.post(
+        "/api/ogc/processes", json={"executionUnit": {"href": http_files.url("missing.cwl")}}
+    )
+    assert unreachable.status_code == 400 and "404" in unreachable.json()["detail"]
 
 
 def test_ogc_deploy_of_a_maap_yaml_and_its_deployment_status(api: TestClient) -> None:
     import yaml
 
-    response = api.post("/api/ogc/processes",
-                        json={"cwlRawText": yaml.safe_dump(algorithm(name="viayaml"))})
+    response = api.post(
+        "/api/ogc/processes", json={"cwlRawText": yaml.safe_dump(algorithm(name="viayaml"))}
+    )
     assert response.status_code == 202, response.text
     answer = response.json()
     assert answer["id"] == "viayaml" and answer["status"] == "accepted"
     status = api.get(f"/api/ogc/deploymentJobs/{answer['deploymentJobID']}").json()
     assert status["status"] == "accepted" and status["id"] == "viayaml"
-    duplicate = api.post("/api/ogc/processes",
-                         json={"cwlRawText": yaml.safe_dump(algorithm(name="viayaml"))})
+    duplicate = api.post(
+        "/api/ogc/processes", json={"cwlRawText": yaml.safe_dump(algorithm(name="viayaml"))}
+    )
     assert duplicate.status_code == 409
     assert duplicate.json()["additionalProperties"]["processID"] == answer["processID"]
     both = api.post("/api/ogc/processes", json={"cwlRawText": "x", "executionUnit": {}})
@@ -198,8 +268,12 @@ def test_submit_is_202_visible_at_once_and_results_are_empty(api: TestClient) ->
     job = response.json()
     assert job["status"] == "accepted" and job["processID"] == pid
     status = api.get(f"/api/ogc/jobs/{job['jobID']}", headers=ECHO10).json()
-    assert status == {"jobID": job["jobID"], "processID": pid, "type": "process",
-                      "status": "accepted"}
+    assert status == {
+        "jobID": job["jobID"],
+        "processID": pid,
+        "type": "process",
+        "status": "accepted",
+    }
     details = api.get(f"/api/ogc/jobs/{job['jobID']}?getJobDetails=TRUE").json()
     assert details["tags"] == ["run-1"] and details["job_queue"] == "dps-worker-8gb"
     assert api.get(f"/api/ogc/jobs/{job['jobID']}/results").json() == {}
@@ -274,8 +348,12 @@ def test_cancel_accepts_both_wait_spellings(api: TestClient) -> None:
     first, second = (submit(api, pid).json()["jobID"] for _ in range(2))
     answer = api.delete(f"/api/ogc/jobs/{first}?wait_for_completion=true", headers=ECHO10)
     assert answer.status_code == 202
-    assert answer.json() == {"jobID": first, "type": "process", "status": "dismissed",
-                             "current_status": "dismissed"}
+    assert answer.json() == {
+        "jobID": first,
+        "type": "process",
+        "status": "dismissed",
+        "current_status": "dismissed",
+    }
     assert api.delete(f"/api/ogc/jobs/{second}?waitForCompletion=True").status_code == 202
     again = api.delete(f"/api/ogc/jobs/{first}")
     assert again.status_code == 400 and "Not allowed to cancel" in again.json()["detail"]
@@ -320,8 +398,10 @@ def test_wps_execute_status_result_metrics_cancel(api: TestClient) -> None:
     cancelled = api.post(f"/api/dps/job/cancel/{job_id}")
     assert cancelled.status_code == 202
     assert ET.fromstring(cancelled.text)[1].text == "Dismissed"
-    listing = api.get("/api/dps/job/list?get_job_details=True&offset=0&page_size=10"
-                      "&status=Dismissed&job_type=demo:main").json()
+    listing = api.get(
+        "/api/dps/job/list?get_job_details=True&offset=0&page_size=10"
+        "&status=Dismissed&job_type=demo:main"
+    ).json()
     assert listing["status"] == 200
     (entry,) = listing["jobs"]
     assert entry[job_id]["status"] == "job-revoked" and entry[job_id]["type"] == "job-demo:main"
@@ -329,14 +409,16 @@ def test_wps_execute_status_result_metrics_cancel(api: TestClient) -> None:
     assert "job-demo:main" in capabilities
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"<wps:Execute", "not well-formed XML"),
-    (b"", "empty"),
-    (b"<a/>", "expected a wps:Execute"),
-    (EXECUTE.format(algo="nope:main").encode(), "nope:main"),
-])
-def test_wps_execute_errors_are_exception_reports(api: TestClient, body: bytes,
-                                                  words: str) -> None:
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"<wps:Execute", "not well-formed XML"),
+        (b"", "empty"),
+        (b"<a/>", "expected a wps:Execute"),
+        (EXECUTE.format(algo="nope:main").encode(), "nope:main"),
+    ],
+)
+def test_wps_execute_errors_are_exception_reports(api: TestClient, body: bytes, words: str) -> None:
     register(api)
     response = api.post("/api/dps/job", content=body)
     assert 400 <= response.status_code < 500
@@ -353,8 +435,7 @@ def test_unknown_job_in_wps_is_deleted_status_or_exception(api: TestClient) -> N
     for path in ("/api/dps/job/nope", "/api/dps/job/nope/metrics"):
         root = ET.fromstring(api.get(path).text)
         assert root.tag.endswith("ExceptionReport")
-    assert ET.fromstring(api.post("/api/dps/job/cancel/nope").text).tag.endswith(
-        "ExceptionReport")
+    assert ET.fromstring(api.post("/api/dps/job/cancel/nope").text).tag.endswith("ExceptionReport")
 
 
 # -- identity, users, queues, secrets --------------------------------------------------------
@@ -362,9 +443,11 @@ def test_unknown_job_in_wps_is_deleted_status_or_exception(api: TestClient) -> N
 
 def test_identity_headers_and_other_users_jobs(auth_api: TestClient) -> None:
     users = tokens(auth_api, "alice", "bob")
-    for header in ({"proxy-ticket": users["alice"]},
-                   {"Authorization": f"Bearer {users['alice']}"},
-                   {"X-MAAP-API-Key": users["alice"]}):
+    for header in (
+        {"proxy-ticket": users["alice"]},
+        {"Authorization": f"Bearer {users['alice']}"},
+        {"X-MAAP-API-Key": users["alice"]},
+    ):
         assert auth_api.get("/api/members/self", headers=header).json()["username"] == "alice"
     denied = auth_api.get("/api/members/self", headers={"proxy-ticket": "wrong"})
     assert denied.status_code == 401 and denied.json()["code"] == 401
@@ -372,8 +455,11 @@ def test_identity_headers_and_other_users_jobs(auth_api: TestClient) -> None:
     bob = {"proxy-ticket": users["bob"]}
     pid = register(auth_api, headers=alice)
     job_id = submit(auth_api, pid, headers=alice).json()["jobID"]
-    for path in (f"/api/ogc/jobs/{job_id}", f"/api/ogc/jobs/{job_id}/results",
-                 f"/api/ogc/jobs/{job_id}/metrics"):
+    for path in (
+        f"/api/ogc/jobs/{job_id}",
+        f"/api/ogc/jobs/{job_id}/results",
+        f"/api/ogc/jobs/{job_id}/metrics",
+    ):
         response = auth_api.get(path, headers=bob)
         assert response.status_code == 404 and "no job" in response.json()["detail"]
     assert auth_api.delete(f"/api/ogc/jobs/{job_id}", headers=bob).status_code == 404
@@ -402,13 +488,15 @@ def test_guest_queues(auth_api: TestClient) -> None:
     pid = register(auth_api, headers={"proxy-ticket": users["alice"]})
     queues = auth_api.get("/api/mas/algorithm/resource", headers=guest).json()
     assert queues == {"code": 200, "queues": ["dps-sandbox"], "message": "success"}
-    all_queues = auth_api.get("/api/mas/algorithm/resource",
-                              headers={"proxy-ticket": users["alice"]}).json()["queues"]
+    all_queues = auth_api.get(
+        "/api/mas/algorithm/resource", headers={"proxy-ticket": users["alice"]}
+    ).json()["queues"]
     assert all_queues == ["dps-sandbox", "dps-worker-8gb", "dps-worker-16gb"]
     denied = submit(auth_api, pid, headers=guest, queue="dps-worker-8gb")
     assert denied.status_code == 400
     assert denied.json()["detail"].startswith(
-        "FailedJobSubmit: User guest does not have access to queue dps-worker-8gb")
+        "FailedJobSubmit: User guest does not have access to queue dps-worker-8gb"
+    )
     allowed = submit(auth_api, pid, headers=guest, queue=None)
     assert allowed.status_code == 202 and allowed.json()["queue"] == "dps-sandbox"
 
@@ -418,8 +506,9 @@ def test_secrets_round_trip_and_update(auth_api: TestClient) -> None:
     alice = {"proxy-ticket": users["alice"], "Content-Type": "application/json"}
     bob = {"proxy-ticket": users["bob"]}
     base = "/api/members/self/secrets"
-    added = auth_api.post(base, content=json.dumps({"secret_name": "s1", "secret_value": "v1"}),
-                          headers=alice)
+    added = auth_api.post(
+        base, content=json.dumps({"secret_name": "s1", "secret_value": "v1"}), headers=alice
+    )
     assert added.json() == {"secret_name": "s1"}
     again = auth_api.post(base, json={"secret_name": "s1", "secret_value": "v2"}, headers=alice)
     assert again.status_code == 400 and "already exists" in again.json()["message"]
@@ -427,8 +516,10 @@ def test_secrets_round_trip_and_update(auth_api: TestClient) -> None:
     assert auth_api.get(base, headers=bob).json() == []
     assert auth_api.get(f"{base}/s1", headers=bob).status_code == 404
     assert auth_api.put(f"{base}/s1", json={"secret_value": "v3"}, headers=alice).status_code == 200
-    assert auth_api.get(f"{base}/s1", headers=alice).json() == {"secret_name": "s1",
-                                                                "secret_value": "v3"}
+    assert auth_api.get(f"{base}/s1", headers=alice).json() == {
+        "secret_name": "s1",
+        "secret_value": "v3",
+    }
     empty = auth_api.post(base, json={"secret_name": "s2", "secret_value": ""}, headers=alice)
     assert empty.status_code == 400 and "secret_value" in empty.json()["message"]
     assert auth_api.post(base, content=b"{", headers=alice).json()["code"] == 400
@@ -437,8 +528,9 @@ def test_secrets_round_trip_and_update(auth_api: TestClient) -> None:
     missing = auth_api.delete(f"{base}/s1", headers=alice)
     assert missing.json() == {"code": 400, "message": "No secret exists with name s1"}
     # encrypted at rest: the plain value is nowhere in the database file
-    auth_api.post(base, json={"secret_name": "s9", "secret_value": "plain-text-value"},
-                  headers=alice)
+    auth_api.post(
+        base, json={"secret_name": "s9", "secret_value": "plain-text-value"}, headers=alice
+    )
     database = Path(auth_api.app.state.services.settings.data_dir) / "dps.db"
     assert b"plain-text-value" not in database.read_bytes()
 
@@ -468,7 +560,8 @@ def test_execute_parser_keeps_text_and_decodes_lists() -> None:
     assert parsed.inputs["size"] == "12" and parsed.inputs["identifier"] == "wps-tag"
     listed = xml.parse_execute(
         b'<Execute><Identifier>job-x</Identifier><Input id="f"><Data><LiteralValue>'
-        b'["https://a/1", "https://a/2"]</LiteralValue></Data></Input></Execute>')
+        b'["https://a/1", "https://a/2"]</LiteralValue></Data></Input></Execute>'
+    )
     assert listed.inputs["f"] == ["https://a/1", "https://a/2"]
     with pytest.raises(MaapError, match="DOCTYPE"):
         xml.parse_execute(b'<!DOCTYPE x [<!ENTITY a "b">]><Execute/>')

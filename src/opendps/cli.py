@@ -36,8 +36,11 @@ EXIT_USAGE = 2  # bad usage or input: the server answered 4xx (click uses 2 for 
 EXIT_UNREACHABLE = 3  # no answer from the server
 PIPE_WIDTH = 240  # table width when stdout is not a terminal
 
-app = typer.Typer(help="opendps: run algorithms from git repositories as jobs on queues.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="opendps: run algorithms from git repositories as jobs on queues.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 algorithm_app = typer.Typer(help="Register, inspect and delete algorithms.", no_args_is_help=True)
 job_app = typer.Typer(help="Submit, watch, list and cancel jobs.", no_args_is_help=True)
 batch_app = typer.Typer(help="Submit and manage batches of jobs.", no_args_is_help=True)
@@ -49,16 +52,23 @@ app.add_typer(batch_app, name="batch")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-DataDir = typer.Option(None, "--data-dir", envvar="DPS_DATA_DIR",
-                       help="Where the database, storage and work dirs live.")
+DataDir = typer.Option(
+    None,
+    "--data-dir",
+    envvar="DPS_DATA_DIR",
+    help="Where the database, storage and work dirs live.",
+)
 ConfigFile = typer.Option(None, "--config", envvar="DPS_CONFIG", help="YAML settings file.")
 Url = typer.Option(DEFAULT_URL, "--url", envvar="DPS_URL", help="The server's base URL.")
 Token = typer.Option(None, "--token", envvar="DPS_TOKEN", help="Bearer token for the server.")
 AsJson = typer.Option(False, "--json", help="Print JSON (for scripts) instead of tables.")
 Inputs = typer.Option(
-    None, "--input", "-i", metavar="NAME=VALUE",
+    None,
+    "--input",
+    "-i",
+    metavar="NAME=VALUE",
     help="An input value; repeat a name for a list (several file URLs). NAME:=JSON passes "
-         "a JSON value (number, object, list).",
+    "a JSON value (number, object, list).",
 )
 Queue = typer.Option(None, "--queue", "-q", help="Resource queue (default: the algorithm's).")
 Tag = typer.Option(None, "--tag", "-t", help="Tag (also a level of the output path).")
@@ -67,8 +77,16 @@ Timeout = typer.Option(None, "--timeout", help="Give up waiting after this many 
 JobId = typer.Argument(..., metavar="JOB_ID")
 BatchId = typer.Argument(..., metavar="BATCH_ID")
 
-STATUS_STYLE = {"accepted": "dim", "running": "cyan", "successful": "green", "failed": "red",
-                "dismissed": "yellow", "queued": "dim", "building": "cyan", "ready": "green"}
+STATUS_STYLE = {
+    "accepted": "dim",
+    "running": "cyan",
+    "successful": "green",
+    "failed": "red",
+    "dismissed": "yellow",
+    "queued": "dim",
+    "building": "cyan",
+    "ready": "green",
+}
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -79,7 +97,9 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
@@ -97,13 +117,16 @@ def server(
     _logging()
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
     typer.echo(f"opendps {settings.base_url}  (data in {settings.data_dir})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5
+    )
 
 
 @app.command()
 def worker(
-    queue: list[str] | None = typer.Option(None, "--queue", "-q", help="Queues to serve (default all)."),
+    queue: list[str] | None = typer.Option(
+        None, "--queue", "-q", help="Queues to serve (default all)."
+    ),
     data_dir: Path | None = DataDir,
     config: Path | None = ConfigFile,
 ) -> None:
@@ -177,8 +200,9 @@ def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise typer.BadParameter(f"{pair!r}: not JSON after ':=' ({exc})",
-                                         param_hint="'-i'") from None
+                raise typer.BadParameter(
+                    f"{pair!r}: not JSON after ':=' ({exc})", param_hint="'-i'"
+                ) from None
         if not sep or not name.strip():
             raise typer.BadParameter(f"{pair!r}: use NAME=VALUE", param_hint="'-i'")
         name = name.strip()
@@ -234,10 +258,13 @@ def _key_values(pairs: list[tuple[str, Any]]) -> None:
 @algorithm_app.command("register")
 def algorithm_register(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="MAAP/ADE YAML or CWL."),
-    no_replace: bool = typer.Option(False, "--no-replace",
-                                    help="Fail (409) if this name:version exists."),
+    no_replace: bool = typer.Option(
+        False, "--no-replace", help="Fail (409) if this name:version exists."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the build to finish."),
-    url: str = Url, token: str | None = Token, as_json: bool = AsJson,
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
 ) -> None:
     """Register an algorithm (replacing the same name:version unless --no-replace)."""
     with _connect(url, token) as client:
@@ -281,14 +308,23 @@ def algorithm_list(url: str = Url, token: str | None = Token, as_json: bool = As
     table = Table("process", "build", "owner", "updated", "description")
     for p in processes:
         build = (p.get("build") or {}).get("status", "ready")
-        table.add_row(escape(p["id"]), _styled(build), p.get("owner") or "",
-                      (p.get("updated") or "")[:19], escape(p.get("description") or ""))
+        table.add_row(
+            escape(p["id"]),
+            _styled(build),
+            p.get("owner") or "",
+            (p.get("updated") or "")[:19],
+            escape(p.get("description") or ""),
+        )
     _print_table(table)
 
 
 @algorithm_app.command("show")
-def algorithm_show(process_id: str = typer.Argument(..., metavar="NAME[:VERSION]"),
-                   url: str = Url, token: str | None = Token, as_json: bool = AsJson) -> None:
+def algorithm_show(
+    process_id: str = typer.Argument(..., metavar="NAME[:VERSION]"),
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
+) -> None:
     """Describe an algorithm: inputs, repository, build."""
     with _connect(url, token) as client:
         d = client.describe(process_id)
@@ -296,26 +332,40 @@ def algorithm_show(process_id: str = typer.Argument(..., metavar="NAME[:VERSION]
         _print_json(d)
         return
     build = d.get("build") or {}
-    _key_values([
-        ("process", escape(d["id"])), ("description", escape(d.get("description") or "")),
-        ("repository", d.get("repository_url")), ("run command", d.get("run_command")),
-        ("queue", d.get("queue")),
-        ("build", f"{_styled(build.get('status', 'ready'))} {build.get('commit') or ''}".strip()),
-        ("build message", build.get("message")),
-    ])
+    _key_values(
+        [
+            ("process", escape(d["id"])),
+            ("description", escape(d.get("description") or "")),
+            ("repository", d.get("repository_url")),
+            ("run command", d.get("run_command")),
+            ("queue", d.get("queue")),
+            (
+                "build",
+                f"{_styled(build.get('status', 'ready'))} {build.get('commit') or ''}".strip(),
+            ),
+            ("build message", build.get("message")),
+        ]
+    )
     table = Table("input", "kind", "required", "default", "description")
     for name, spec in (d.get("inputs") or {}).items():
         default = (spec.get("schema") or {}).get("default")
-        table.add_row(escape(name), spec.get("x-dps-kind", ""),
-                      "yes" if spec.get("minOccurs", 1) else "no",
-                      "" if default is None else escape(json.dumps(default)),
-                      escape(spec.get("description") or ""))
+        table.add_row(
+            escape(name),
+            spec.get("x-dps-kind", ""),
+            "yes" if spec.get("minOccurs", 1) else "no",
+            "" if default is None else escape(json.dumps(default)),
+            escape(spec.get("description") or ""),
+        )
     _print_table(table)
 
 
 @algorithm_app.command("delete")
-def algorithm_delete(process_id: str = typer.Argument(..., metavar="NAME:VERSION"),
-                     url: str = Url, token: str | None = Token, as_json: bool = AsJson) -> None:
+def algorithm_delete(
+    process_id: str = typer.Argument(..., metavar="NAME:VERSION"),
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
+) -> None:
     """Delete (undeploy) an algorithm version."""
     with _connect(url, token) as client:
         client.delete_algorithm(process_id)
@@ -326,9 +376,12 @@ def algorithm_delete(process_id: str = typer.Argument(..., metavar="NAME:VERSION
 
 
 @algorithm_app.command("build-log")
-def algorithm_build_log(process_id: str = typer.Argument(..., metavar="NAME[:VERSION]"),
-                        url: str = Url, token: str | None = Token,
-                        as_json: bool = AsJson) -> None:
+def algorithm_build_log(
+    process_id: str = typer.Argument(..., metavar="NAME[:VERSION]"),
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
+) -> None:
     """Print the build log."""
     with _connect(url, token) as client:
         text = client.build_log(process_id)
@@ -341,13 +394,13 @@ def algorithm_build_log(process_id: str = typer.Argument(..., metavar="NAME[:VER
 # -- jobs ---------------------------------------------------------------------------------
 
 
-def _wait_job(client: Client, job_id: str, timeout: float | None, quiet: bool
-              ) -> dict[str, Any]:
+def _wait_job(client: Client, job_id: str, timeout: float | None, quiet: bool) -> dict[str, Any]:
     """Poll to the end, printing each status change (to stderr, beside a spinner)."""
     if quiet:
         return client.wait(job_id, timeout=timeout)
     short = job_id[:8]
     with err.status(f"job {short}: waiting") as spinner:
+
         def update(info: dict[str, Any]) -> None:
             message = f" — {escape(info['message'])}" if info.get("message") else ""
             err.print(f"{time.strftime('%H:%M:%S')} job {short} {_styled(info['status'])}{message}")
@@ -362,38 +415,51 @@ def _job_exit(info: dict[str, Any]) -> None:
 
 
 def _print_status(info: dict[str, Any]) -> None:
-    why = ", ".join(x for x in (info.get("reason"), info.get("phase") and
-                                f"in {info['phase']}") if x)
-    _key_values([
-        ("job", info["jobID"]), ("process", escape(info.get("processID") or "")),
-        ("status", _styled(info["status"]) + (f" ({why})" if why else "")),
-        ("message", escape(info.get("message") or "")),
-        ("queue", f"{info.get('queue')}  priority {info.get('priority')}"),
-        ("tags", ", ".join(info.get("tags") or [])), ("batch", info.get("batch")),
-        ("created", info.get("created")), ("started", info.get("started")),
-        ("finished", info.get("finished")), ("exit code", info.get("exitCode")),
-    ])
+    why = ", ".join(
+        x for x in (info.get("reason"), info.get("phase") and f"in {info['phase']}") if x
+    )
+    _key_values(
+        [
+            ("job", info["jobID"]),
+            ("process", escape(info.get("processID") or "")),
+            ("status", _styled(info["status"]) + (f" ({why})" if why else "")),
+            ("message", escape(info.get("message") or "")),
+            ("queue", f"{info.get('queue')}  priority {info.get('priority')}"),
+            ("tags", ", ".join(info.get("tags") or [])),
+            ("batch", info.get("batch")),
+            ("created", info.get("created")),
+            ("started", info.get("started")),
+            ("finished", info.get("finished")),
+            ("exit code", info.get("exitCode")),
+        ]
+    )
 
 
 @job_app.command("submit")
 def job_submit(
     process_id: str = typer.Argument(..., metavar="ALGORITHM[:VERSION]"),
-    inputs: list[str] | None = Inputs, queue: str | None = Queue, tag: str | None = Tag,
+    inputs: list[str] | None = Inputs,
+    queue: str | None = Queue,
+    tag: str | None = Tag,
     priority: int = Priority,
     dedup: bool = typer.Option(False, "--dedup", help="Answer an identical existing job."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end."),
     timeout: float | None = Timeout,
-    url: str = Url, token: str | None = Token, as_json: bool = AsJson,
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
 ) -> None:
     """Submit a job. With --wait, exit 1 unless it ends successful."""
     values = parse_inputs(inputs)
     with _connect(url, token) as client:
-        info = client.submit(process_id, values, queue=queue, tag=tag, priority=priority,
-                             dedup=dedup)
+        info = client.submit(
+            process_id, values, queue=queue, tag=tag, priority=priority, dedup=dedup
+        )
         if not as_json:
             deduped = " (an identical job already existed)" if info.get("deduped") else ""
-            err.print(f"job {info['jobID']} {_styled(info['status'])} on {info.get('queue')}"
-                      f"{deduped}")
+            err.print(
+                f"job {info['jobID']} {_styled(info['status'])} on {info.get('queue')}{deduped}"
+            )
         if wait:
             info = _wait_job(client, info["jobID"], timeout, quiet=as_json)
     if as_json:
@@ -405,8 +471,9 @@ def job_submit(
 
 
 @job_app.command("status")
-def job_status(job_id: str = JobId, url: str = Url, token: str | None = Token,
-               as_json: bool = AsJson) -> None:
+def job_status(
+    job_id: str = JobId, url: str = Url, token: str | None = Token, as_json: bool = AsJson
+) -> None:
     """Show a job's status."""
     with _connect(url, token) as client:
         info = client.status(job_id)
@@ -414,8 +481,13 @@ def job_status(job_id: str = JobId, url: str = Url, token: str | None = Token,
 
 
 @job_app.command("wait")
-def job_wait(job_id: str = JobId, timeout: float | None = Timeout, url: str = Url,
-             token: str | None = Token, as_json: bool = AsJson) -> None:
+def job_wait(
+    job_id: str = JobId,
+    timeout: float | None = Timeout,
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
+) -> None:
     """Wait for a job to end; exit 1 unless it is successful."""
     with _connect(url, token) as client:
         info = _wait_job(client, job_id, timeout, quiet=as_json)
@@ -424,9 +496,13 @@ def job_wait(job_id: str = JobId, timeout: float | None = Timeout, url: str = Ur
 
 
 @job_app.command("logs")
-def job_logs(job_id: str = JobId,
-             follow: bool = typer.Option(False, "--follow", "-f", help="Stream until it ends."),
-             url: str = Url, token: str | None = Token, as_json: bool = AsJson) -> None:
+def job_logs(
+    job_id: str = JobId,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until it ends."),
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
+) -> None:
     """Print a job's stdout (to stdout) and stderr (to stderr)."""
     with _connect(url, token) as client:
         if follow:
@@ -448,9 +524,16 @@ def job_logs(job_id: str = JobId,
 @job_app.command("outputs")
 def job_outputs(
     job_id: str = JobId,
-    download: Path | None = typer.Option(None, "--download", "-d", file_okay=False,
-                                         help="Download every output file into this folder."),
-    url: str = Url, token: str | None = Token, as_json: bool = AsJson,
+    download: Path | None = typer.Option(
+        None,
+        "--download",
+        "-d",
+        file_okay=False,
+        help="Download every output file into this folder.",
+    ),
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
 ) -> None:
     """List a job's staged output files, or download them."""
     with _connect(url, token) as client:
@@ -469,8 +552,9 @@ def job_outputs(
 
 
 @job_app.command("metrics")
-def job_metrics(job_id: str = JobId, url: str = Url, token: str | None = Token,
-                as_json: bool = AsJson) -> None:
+def job_metrics(
+    job_id: str = JobId, url: str = Url, token: str | None = Token, as_json: bool = AsJson
+) -> None:
     """Timings, resource use and io of a job."""
     with _connect(url, token) as client:
         metrics = client.metrics(job_id)
@@ -481,8 +565,9 @@ def job_metrics(job_id: str = JobId, url: str = Url, token: str | None = Token,
 
 
 @job_app.command("cancel")
-def job_cancel(job_id: str = JobId, url: str = Url, token: str | None = Token,
-               as_json: bool = AsJson) -> None:
+def job_cancel(
+    job_id: str = JobId, url: str = Url, token: str | None = Token, as_json: bool = AsJson
+) -> None:
     """Cancel (dismiss) a job."""
     with _connect(url, token) as client:
         info = client.cancel(job_id)
@@ -501,11 +586,18 @@ def job_list(
     batch: str | None = typer.Option(None, "--batch", "-b"),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=10000),
     every: bool = typer.Option(False, "--all", help="Every matching job (all pages)."),
-    url: str = Url, token: str | None = Token, as_json: bool = AsJson,
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
 ) -> None:
     """List jobs, newest first."""
-    filters = {"status": status, "process_id": algorithm, "queue": queue, "tag": tag,
-               "batch": batch}
+    filters = {
+        "status": status,
+        "process_id": algorithm,
+        "queue": queue,
+        "tag": tag,
+        "batch": batch,
+    }
     with _connect(url, token) as client:
         if every:
             jobs = list(client.iter_jobs(page_size=500, **filters))
@@ -518,12 +610,19 @@ def job_list(
         return
     table = Table(Column("job", no_wrap=True), "process", "status", "queue", "tags", "created")
     for j in jobs:
-        table.add_row(j["jobID"], escape(j.get("processID") or ""), _styled(j["status"]),
-                      j.get("queue") or "", escape(",".join(j.get("tags") or [])),
-                      (j.get("created") or "")[:19])
+        table.add_row(
+            j["jobID"],
+            escape(j.get("processID") or ""),
+            _styled(j["status"]),
+            j.get("queue") or "",
+            escape(",".join(j.get("tags") or [])),
+            (j.get("created") or "")[:19],
+        )
     _print_table(table)
-    err.print(f"{len(jobs)} of {matched} job(s)" + ("" if every or len(jobs) >= matched
-                                                     else "; --all lists every one"))
+    err.print(
+        f"{len(jobs)} of {matched} job(s)"
+        + ("" if every or len(jobs) >= matched else "; --all lists every one")
+    )
 
 
 # -- batches ------------------------------------------------------------------------------
@@ -539,19 +638,29 @@ def _counts_text(info: Mapping[str, Any]) -> str:
     return "  ".join(f"{_styled(s)} {n}" for s, n in counts.items() if n)
 
 
-def _wait_batch(client: Client, batch_id: str, timeout: float | None, quiet: bool,
-                poll: float = 1.0) -> dict[str, Any]:
+def _wait_batch(
+    client: Client, batch_id: str, timeout: float | None, quiet: bool, poll: float = 1.0
+) -> dict[str, Any]:
     """Poll the batch's counts to the end, with a progress bar of finished/total."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     deadline = None if timeout is None else time.monotonic() + timeout
     info = client.batch_status(batch_id)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, disable=quiet) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    ) as progress:
         task = progress.add_task(f"batch {batch_id[:8]}", total=info["total"])
         while True:
-            progress.update(task, completed=_batch_done(info),
-                            description=f"batch {batch_id[:8]} {_counts_text(info)}")
+            progress.update(
+                task,
+                completed=_batch_done(info),
+                description=f"batch {batch_id[:8]} {_counts_text(info)}",
+            )
             if _batch_done(info) >= info["total"]:
                 return info
             if deadline is not None and time.monotonic() >= deadline:
@@ -567,19 +676,30 @@ def _batch_exit(info: Mapping[str, Any]) -> None:
 
 
 def _print_batch(info: Mapping[str, Any]) -> None:
-    out.print(f"batch {info.get('batchID')}: {_batch_done(info)} of {info.get('total')} "
-              f"finished  {_counts_text(info)}")
+    out.print(
+        f"batch {info.get('batchID')}: {_batch_done(info)} of {info.get('total')} "
+        f"finished  {_counts_text(info)}"
+    )
 
 
 @batch_app.command("submit")
 def batch_submit(
     process_id: str = typer.Argument(..., metavar="ALGORITHM[:VERSION]"),
-    inputs: Path = typer.Option(..., "--inputs", exists=True, dir_okay=False,
-                                help="CSV (header = input names) or JSON lines."),
-    queue: str | None = Queue, tag: str | None = Tag, priority: int = Priority,
+    inputs: Path = typer.Option(
+        ...,
+        "--inputs",
+        exists=True,
+        dir_okay=False,
+        help="CSV (header = input names) or JSON lines.",
+    ),
+    queue: str | None = Queue,
+    tag: str | None = Tag,
+    priority: int = Priority,
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait, with a progress bar."),
     timeout: float | None = Timeout,
-    url: str = Url, token: str | None = Token, as_json: bool = AsJson,
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
 ) -> None:
     """Submit one job per row of a CSV or JSON-lines file."""
     rows = read_batch_inputs(inputs)
@@ -600,22 +720,30 @@ def batch_submit(
 
 
 @batch_app.command("status")
-def batch_status(batch_id: str = BatchId,
-                 wait: bool = typer.Option(False, "--wait", "-w", help="Wait for every job."),
-                 timeout: float | None = Timeout,
-                 url: str = Url, token: str | None = Token, as_json: bool = AsJson) -> None:
+def batch_status(
+    batch_id: str = BatchId,
+    wait: bool = typer.Option(False, "--wait", "-w", help="Wait for every job."),
+    timeout: float | None = Timeout,
+    url: str = Url,
+    token: str | None = Token,
+    as_json: bool = AsJson,
+) -> None:
     """Counts of a batch's jobs per status."""
     with _connect(url, token) as client:
-        info = (_wait_batch(client, batch_id, timeout, quiet=as_json) if wait
-                else client.batch_status(batch_id))
+        info = (
+            _wait_batch(client, batch_id, timeout, quiet=as_json)
+            if wait
+            else client.batch_status(batch_id)
+        )
     _print_json(info) if as_json else _print_batch(info)
     if wait:
         _batch_exit(info)
 
 
 @batch_app.command("cancel")
-def batch_cancel(batch_id: str = BatchId, url: str = Url, token: str | None = Token,
-                 as_json: bool = AsJson) -> None:
+def batch_cancel(
+    batch_id: str = BatchId, url: str = Url, token: str | None = Token, as_json: bool = AsJson
+) -> None:
     """Cancel every unfinished job of a batch."""
     with _connect(url, token) as client:
         info = client.cancel_batch(batch_id)
@@ -623,8 +751,9 @@ def batch_cancel(batch_id: str = BatchId, url: str = Url, token: str | None = To
 
 
 @batch_app.command("retry")
-def batch_retry(batch_id: str = BatchId, url: str = Url, token: str | None = Token,
-                as_json: bool = AsJson) -> None:
+def batch_retry(
+    batch_id: str = BatchId, url: str = Url, token: str | None = Token, as_json: bool = AsJson
+) -> None:
     """Resubmit a batch's failed and dismissed jobs as a new batch."""
     with _connect(url, token) as client:
         info = client.retry_batch(batch_id)
@@ -657,15 +786,31 @@ def queues_command(url: str = Url, token: str | None = Token, as_json: bool = As
     if as_json:
         _print_json(queues)
         return
-    table = Table("queue", "memory", "cpus", "time limit", "slots", "waiting", "running",
-                  "oldest wait", "workers")
+    table = Table(
+        "queue",
+        "memory",
+        "cpus",
+        "time limit",
+        "slots",
+        "waiting",
+        "running",
+        "oldest wait",
+        "workers",
+    )
     for q in queues:
         name = q["name"] + (" (default)" if q.get("default") else "")
         oldest = q.get("oldest_waiting_seconds")
-        table.add_row(name, _size(q.get("memory")), str(q.get("cpus") or ""),
-                      f"{q['time_limit']:g} s" if q.get("time_limit") else "",
-                      str(q.get("slots")), str(q.get("depth", 0)), str(q.get("running", 0)),
-                      f"{oldest:.0f} s" if oldest is not None else "", str(q.get("workers", "")))
+        table.add_row(
+            name,
+            _size(q.get("memory")),
+            str(q.get("cpus") or ""),
+            f"{q['time_limit']:g} s" if q.get("time_limit") else "",
+            str(q.get("slots")),
+            str(q.get("depth", 0)),
+            str(q.get("running", 0)),
+            f"{oldest:.0f} s" if oldest is not None else "",
+            str(q.get("workers", "")),
+        )
     _print_table(table)
 
 
@@ -698,17 +843,26 @@ def _tail(text: str, lines: int = 20) -> str:
 
 @app.command("run-local")
 def run_local_command(
-    algorithm_file: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                          help="The algorithm's registration YAML (or CWL)."),
+    algorithm_file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="The algorithm's registration YAML (or CWL)."
+    ),
     inputs: list[str] | None = Inputs,
-    output: Path | None = typer.Option(None, "--output", "-o", file_okay=False,
-                                       help="Where to copy the outputs (./output-<job id>)."),
-    queue: str | None = Queue, tag: str | None = Tag,
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        file_okay=False,
+        help="Where to copy the outputs (./output-<job id>).",
+    ),
+    queue: str | None = Queue,
+    tag: str | None = Tag,
     data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="run-local's own store and build cache (~/.opendps/run-local)."),
+        None, "--data-dir", help="run-local's own store and build cache (~/.opendps/run-local)."
+    ),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build again even if unchanged."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Print the job's output live."),
-    config: Path | None = ConfigFile, as_json: bool = AsJson,
+    config: Path | None = ConfigFile,
+    as_json: bool = AsJson,
 ) -> None:
     """Run an algorithm here exactly as a job would run, with no server."""
     from opendps.errors import OpenDPSError
@@ -724,9 +878,18 @@ def run_local_command(
         (sys.stdout if stream == "stdout" else sys.stderr).write(text)
 
     try:
-        result = run_local(algorithm_file, values, output_dir=output, queue=queue, tag=tag,
-                           data_dir=data_dir, config=config, rebuild=rebuild,
-                           on_progress=progress, on_log=live if follow and not as_json else None)
+        result = run_local(
+            algorithm_file,
+            values,
+            output_dir=output,
+            queue=queue,
+            tag=tag,
+            data_dir=data_dir,
+            config=config,
+            rebuild=rebuild,
+            on_progress=progress,
+            on_log=live if follow and not as_json else None,
+        )
     except LocalBuildFailed as exc:
         if exc.log_tail and not as_json:
             err.print("[dim]--- build log (last lines) ---[/dim]\n" + escape(exc.log_tail))
@@ -741,15 +904,24 @@ def run_local_command(
 def _report_local(result: Any, as_json: bool, show_logs: bool) -> None:
     job = result.job
     if as_json:
-        _print_json({
-            "jobID": job.id, "processID": job.process_id, "status": job.status.value,
-            "reason": job.reason.value if job.reason else None,
-            "phase": job.phase.value if job.phase else None, "message": job.message,
-            "output_dir": str(result.output_dir), "files": [str(f) for f in result.files],
-            "built": result.built, "build_seconds": result.build_seconds,
-            "build_commit": result.build.commit, "metrics": result.metrics,
-            "stdout": result.logs.get("stdout", ""), "stderr": result.logs.get("stderr", ""),
-        })
+        _print_json(
+            {
+                "jobID": job.id,
+                "processID": job.process_id,
+                "status": job.status.value,
+                "reason": job.reason.value if job.reason else None,
+                "phase": job.phase.value if job.phase else None,
+                "message": job.message,
+                "output_dir": str(result.output_dir),
+                "files": [str(f) for f in result.files],
+                "built": result.built,
+                "build_seconds": result.build_seconds,
+                "build_commit": result.build.commit,
+                "metrics": result.metrics,
+                "stdout": result.logs.get("stdout", ""),
+                "stderr": result.logs.get("stderr", ""),
+            }
+        )
         return
     for stream in ("stdout", "stderr") if show_logs else ():
         text = result.logs.get(stream, "")

@@ -143,8 +143,9 @@ class Client:
         Seconds for connecting and for each answer (streams wait as long as it takes).
     """
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None,
-                 timeout: float = 30) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30
+    ) -> None:
         self.url = url.rstrip("/")
         headers = {"Accept": "application/json"}
         if token:
@@ -174,7 +175,17 @@ class Client:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:  # a proxy's HTML page, or not an opendps server at all
+            raise APIError(
+                response.status_code,
+                f"{self.url} answered {method} {path} with something that is not JSON "
+                f"({response.headers.get('content-type', 'no content type')}); "
+                "is this the URL of an opendps server?",
+                response.text[:2000],
+            ) from None
 
     @staticmethod
     def _pid(process_id: str) -> str:
@@ -203,8 +214,9 @@ class Client:
             process_id = registration_id(text) or _duplicate_id(exc.detail)
             if process_id is None:
                 raise
-        return self._json("PUT", f"/processes/{self._pid(process_id)}", content=text.encode(),
-                          headers=headers)
+        return self._json(
+            "PUT", f"/processes/{self._pid(process_id)}", content=text.encode(), headers=headers
+        )
 
     def list_algorithms(self) -> list[dict[str, Any]]:
         """Every registered process summary (all pages)."""
@@ -220,8 +232,9 @@ class Client:
     def build_log(self, process_id: str) -> str:
         return self.request("GET", f"/processes/{self._pid(process_id)}/build/log").text
 
-    def wait_for_build(self, process_id: str, timeout: float | None = 600,
-                       poll: float = 0.5) -> dict[str, Any]:
+    def wait_for_build(
+        self, process_id: str, timeout: float | None = 600, poll: float = 0.5
+    ) -> dict[str, Any]:
         """Poll until the build is ``ready`` or ``failed``; answers the process description.
 
         Raises ``TimeoutError`` when ``timeout`` seconds pass first.
@@ -240,23 +253,38 @@ class Client:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def submit(self, process_id: str, inputs: Mapping[str, Any], queue: str | None = None,
-               tag: str | None = None, priority: int = 5, dedup: bool = False
-               ) -> dict[str, Any]:
+    def submit(
+        self,
+        process_id: str,
+        inputs: Mapping[str, Any],
+        queue: str | None = None,
+        tag: str | None = None,
+        priority: int = 5,
+        dedup: bool = False,
+    ) -> dict[str, Any]:
         """Create a job; answers its statusInfo (``jobID``, ``status``, …)."""
         body: dict[str, Any] = {"inputs": dict(inputs), "priority": priority, "dedup": dedup}
         if queue:
             body["queue"] = queue
         if tag:
             body["tag"] = tag
-        return self._json("POST", f"/processes/{self._pid(process_id)}/execution", json=body,
-                          headers={"Prefer": "respond-async"})
+        return self._json(
+            "POST",
+            f"/processes/{self._pid(process_id)}/execution",
+            json=body,
+            headers={"Prefer": "respond-async"},
+        )
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/jobs/{self._jid(job_id)}")
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5,
-             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Poll until the job is terminal; answers the final statusInfo.
 
         ``on_update`` is called with the statusInfo whenever status, message or progress
@@ -280,8 +308,9 @@ class Client:
         """Dismiss a job: a queued one at once, a running one within a second or so."""
         return self._json("DELETE", f"/jobs/{self._jid(job_id)}")
 
-    def list_jobs(self, *, limit: int = 10, next: str | None = None, **filters: Any
-                  ) -> dict[str, Any]:
+    def list_jobs(
+        self, *, limit: int = 10, next: str | None = None, **filters: Any
+    ) -> dict[str, Any]:
         """One page of ``GET /jobs``: ``{"jobs", "numberMatched", "numberReturned", "links"}``.
 
         Filters: ``status``, ``process_id`` (alias ``algorithm``), ``queue``, ``tag``,
@@ -309,8 +338,13 @@ class Client:
         path = f"/jobs/{self._jid(job_id)}/logs"
         timeout = httpx.Timeout(self._http.timeout.connect, read=None)
         try:
-            with self._http.stream("GET", path, params={"follow": "true"}, timeout=timeout,
-                                   headers={"Accept": "text/event-stream"}) as response:
+            with self._http.stream(
+                "GET",
+                path,
+                params={"follow": "true"},
+                timeout=timeout,
+                headers={"Accept": "text/event-stream"},
+            ) as response:
                 if response.is_error:
                     response.read()
                     _raise_for_problem(response)
@@ -366,9 +400,14 @@ class Client:
 
     # -- batches --------------------------------------------------------------------------
 
-    def submit_batch(self, process_id: str, inputs: Iterable[Mapping[str, Any]],
-                     queue: str | None = None, tag: str | None = None, priority: int = 5
-                     ) -> dict[str, Any]:
+    def submit_batch(
+        self,
+        process_id: str,
+        inputs: Iterable[Mapping[str, Any]],
+        queue: str | None = None,
+        tag: str | None = None,
+        priority: int = 5,
+    ) -> dict[str, Any]:
         """One job per inputs mapping, all validated before any is created; answers
         ``{"batchID", "total", "counts", "jobIDs", …}``."""
         body: dict[str, Any] = {
@@ -409,8 +448,9 @@ class Client:
         while url is not None:
             page = self._json("GET", url, params=params)
             yield from page.get(member, [])
-            url = next((link["href"] for link in page.get("links", [])
-                        if link.get("rel") == "next"), None)
+            url = next(
+                (link["href"] for link in page.get("links", []) if link.get("rel") == "next"), None
+            )
             params = None  # the next link carries every parameter
 
 

@@ -9,6 +9,7 @@ message.
 from __future__ import annotations
 
 OGC_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+OGC_PART2_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-2/1.0/"
 
 
 class OpenDPSError(Exception):
@@ -25,6 +26,8 @@ class OpenDPSError(Exception):
     @property
     def type_uri(self) -> str:
         if self.ogc_type:
+            if self.ogc_type.startswith(("http://", "https://")):
+                return self.ogc_type
             return OGC_EXCEPTIONS + self.ogc_type
         return "about:blank"
 
@@ -70,14 +73,14 @@ class DuplicateProcess(OpenDPSError):
     """A process with this name and version is already registered."""
 
     status = 409
-    ogc_type = "duplicated-process"
+    ogc_type = OGC_PART2_EXCEPTIONS + "duplicated-process"
 
 
 class ImmutableProcess(OpenDPSError):
     """This process is built in and cannot be changed."""
 
     status = 403
-    ogc_type = "immutable-process"
+    ogc_type = OGC_PART2_EXCEPTIONS + "immutable-process"
 
 
 class Conflict(OpenDPSError):
@@ -115,7 +118,7 @@ class UnsupportedMediaType(OpenDPSError):
     """Unsupported media type."""
 
     status = 415
-    ogc_type = "unsupported-media-type"
+    ogc_type = OGC_PART2_EXCEPTIONS + "unsupported-media-type"
 
 
 class BuildError(OpenDPSError):

@@ -70,8 +70,11 @@ class LocalRunResult:
         return self.job.status == JobStatus.SUCCESSFUL
 
 
-def local_settings(data_dir: Path | str | None = None, base_url: str | None = None,
-                   config: Path | str | None = None) -> Settings:
+def local_settings(
+    data_dir: Path | str | None = None,
+    base_url: str | None = None,
+    config: Path | str | None = None,
+) -> Settings:
     """Settings of a run-local store. Database and storage are always the data dir's own,
     whatever ``DPS_DATABASE_URL``/``DPS_STORAGE_URL`` say, so a local test never writes
     into a shared deployment."""
@@ -161,8 +164,9 @@ def _build_usable(build: Build | None) -> bool:
     return all(Path(d).is_dir() for d in (build.algorithm_dir, build.env_dir) if d)
 
 
-def ensure_built(services: Services, package: Package, rebuild: bool = False,
-                 on_progress: Progress | None = None) -> tuple[Algorithm, bool, float]:
+def ensure_built(
+    services: Services, package: Package, rebuild: bool = False, on_progress: Progress | None = None
+) -> tuple[Algorithm, bool, float]:
     """The registered algorithm with a ready build: reused when the spec is unchanged,
     else (re)registered and built now. Answers (algorithm, built now?, build seconds)."""
     say = on_progress or (lambda _message: None)
@@ -171,13 +175,21 @@ def ensure_built(services: Services, package: Package, rebuild: bool = False,
         existing: Algorithm | None = services.algorithms.get(spec.process_id)
     except NoSuchProcess:
         existing = None
-    if (not rebuild and existing is not None and existing.spec == _stored_form(services, spec)
-            and _build_usable(existing.build)):
+    if (
+        not rebuild
+        and existing is not None
+        and existing.spec == _stored_form(services, spec)
+        and _build_usable(existing.build)
+    ):
         commit = (existing.build.commit or "")[:12] if existing.build else ""
         say(f"reusing the build of {spec.process_id} (commit {commit})")
         return existing, False, 0.0
     algorithm = services.algorithms.register(
-        spec, owner=OWNER, package=package.body, package_type=package.media_type, replace=True,
+        spec,
+        owner=OWNER,
+        package=package.body,
+        package_type=package.media_type,
+        replace=True,
     )
     assert algorithm.build is not None
     if algorithm.build.status == BuildStatus.READY:  # nothing to build (no repository)
@@ -204,8 +216,14 @@ def _tail(path: Path | None, lines: int) -> str:
 # -- the job ----------------------------------------------------------------------------
 
 
-def _submit(services: Services, algorithm: Algorithm, spec: AlgorithmSpec,
-            inputs: Mapping[str, Any], queue: str | None, tag: str | None) -> Job:
+def _submit(
+    services: Services,
+    algorithm: Algorithm,
+    spec: AlgorithmSpec,
+    inputs: Mapping[str, Any],
+    queue: str | None,
+    tag: str | None,
+) -> Job:
     submission = Submission(
         process_id=algorithm.process_id,
         inputs=local_file_urls(spec, inputs),
@@ -237,7 +255,8 @@ def _run_claimed(services: Services, job: Job, on_log: LogSink | None) -> Job:
 
     queue = services.settings.queue(job.queue)
     claimed = services.job_store.claim_next(
-        {job.queue: max(queue.slots if queue else 1, 1)}, host=os.uname().nodename,
+        {job.queue: max(queue.slots if queue else 1, 1)},
+        host=os.uname().nodename,
         worker=worker_id(),
     )
     if claimed is None or claimed.id != job.id:
@@ -341,12 +360,18 @@ def _clear_leftovers(services: Services) -> None:
     for job in active:
         kill_orphaned_run(job)
         status, reason = (
-            (JobStatus.FAILED, Reason.WORKER_LOST) if job.status == JobStatus.RUNNING
+            (JobStatus.FAILED, Reason.WORKER_LOST)
+            if job.status == JobStatus.RUNNING
             else (JobStatus.DISMISSED, Reason.CANCELLED)
         )
         try:
-            store.transition(job.id, status, allowed_from=[job.status], reason=reason,
-                             phase=Phase.RUN if job.status == JobStatus.RUNNING else None,
-                             message="left over by an interrupted run-local")
+            store.transition(
+                job.id,
+                status,
+                allowed_from=[job.status],
+                reason=reason,
+                phase=Phase.RUN if job.status == JobStatus.RUNNING else None,
+                message="left over by an interrupted run-local",
+            )
         except InvalidTransition:
             pass

@@ -54,31 +54,49 @@ def free_port() -> int:
 class LiveServer:
     """One ``dps server`` subprocess on a fixed port and data dir (survives restarts)."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None,
-                 env: Mapping[str, str] | None = None, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        config: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = config
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
-        self.env = {**os.environ, **TEST_ENV, "DPS_BASE_URL": self.url, **(env or {})}
-        for name in ("DPS_URL", "DPS_TOKEN", "DPS_DATABASE_URL", "DPS_STORAGE_URL"):
-            if name not in (env or {}):
-                self.env.pop(name, None)  # the developer's own settings must not leak in
+        # The developer's own DPS_* settings (database, auth, config file) must not leak in.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("DPS_")}
+        self.env = {**inherited, **TEST_ENV, "DPS_BASE_URL": self.url, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.client = Client(self.url, timeout=30)
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "opendps.cli", "server", "--host", "127.0.0.1",
-                "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        argv = [
+            sys.executable,
+            "-m",
+            "opendps.cli",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.config is not None:
             argv += ["--config", str(self.config)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         self.wait_ready()
@@ -192,8 +210,9 @@ def start_live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     :class:`LiveServer`; every server it started is torn down after the test."""
     servers: list[LiveServer] = []
 
-    def start(env: Mapping[str, str] | None = None, config: Path | None = None,
-              name: str = "server") -> LiveServer:
+    def start(
+        env: Mapping[str, str] | None = None, config: Path | None = None, name: str = "server"
+    ) -> LiveServer:
         server = LiveServer(tmp_path / f"{name}-data", env=env, config=config)
         servers.append(server)
         server.start()

@@ -125,7 +125,7 @@ def status_info(job: Job, base: str) -> dict[str, Any]:
                       "type": "application/json", "title": "exceptions"})
     progress = job.progress if job.progress is not None else (
         100 if job.status.terminal else 0)
-    return {
+    info = {
         "jobID": job.id,
         "processID": job.process_id,
         "type": "process",
@@ -149,3 +149,8 @@ def status_info(job: Job, base: str) -> dict[str, Any]:
         "deduped": job.deduped,
         "links": links,
     }
+    # statusInfo types its timestamps as date-time strings: leave out those not reached yet.
+    for key in ("started", "finished"):
+        if info[key] is None:
+            del info[key]
+    return info

@@ -13,14 +13,15 @@ from opendps.errors import InvalidInput
 
 @dataclass(frozen=True)
 class ExecuteBody:
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]  # plain values (qualified values and links unwrapped)
     outputs: dict[str, Any] = field(default_factory=dict)
-    response: str = "raw"
+    response: str | None = None  # "raw" | "document"; None when the request left it out
     queue: str | None = None
     priority: int = 5
     tags: list[str] = field(default_factory=list)
     dedup: bool = False
     subscriber: dict[str, Any] = field(default_factory=dict)
+    raw_inputs: dict[str, Any] = field(default_factory=dict)  # as sent (OGC encodings)
 
 
 def decode_value(value: Any) -> Any:
@@ -39,7 +40,7 @@ def decode_value(value: Any) -> Any:
 
 def _tags(body: dict[str, Any]) -> list[str]:
     tags = body.get("tags") or []
-    if isinstance(tags, str):
+    if not isinstance(tags, list):
         tags = [tags]
     tag = body.get("tag")
     if tag:
@@ -62,15 +63,31 @@ def parse_execute(body: Any) -> ExecuteBody:
     dedup = body.get("dedup", False)
     if isinstance(dedup, str):
         dedup = dedup.strip().lower() in {"true", "1", "yes"}
+    response = body.get("response")
+    if response not in (None, "raw", "document"):
+        raise InvalidInput(f"response must be 'raw' or 'document'; got {response!r}")
+    outputs = body.get("outputs") or {}
+    if isinstance(outputs, list):  # draft form [{"id": ..., "transmissionMode": ...}]
+        outputs = {o.get("id"): o for o in outputs if isinstance(o, dict) and o.get("id")}
+    if not isinstance(outputs, dict):
+        raise InvalidInput("'outputs' must be an object mapping output ids to their options")
+    subscriber = body.get("subscriber") or {}
+    if not isinstance(subscriber, dict):
+        raise InvalidInput("'subscriber' must be an object with successUri, failedUri, "
+                           "inProgressUri")
+    queue = body.get("queue") or None
+    if queue is not None and not isinstance(queue, str):
+        raise InvalidInput(f"queue must be a queue name; got {queue!r}")
     return ExecuteBody(
         inputs={k: decode_value(v) for k, v in inputs.items()},
-        outputs=body.get("outputs") or {},
-        response=body.get("response", "raw"),
-        queue=body.get("queue") or None,
+        outputs=outputs,
+        response=response,
+        queue=queue,
         priority=priority,
         tags=_tags(body),
         dedup=bool(dedup),
-        subscriber=body.get("subscriber") or {},
+        subscriber=subscriber,
+        raw_inputs=dict(inputs),
     )
 
 

@@ -8,12 +8,11 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from opendps.api.deps import base_url, current_user, services_of
 from opendps.api.documents import iso, status_info
-from opendps.errors import InvalidInput, ResultNotReady
-from opendps.models import JobStatus
+from opendps.errors import InvalidInput
 from opendps.service.algorithms import split_process_id
 from opendps.service.statuses import parse_statuses
 from opendps.store.jobstore import JobFilters
@@ -125,33 +124,14 @@ def retry_job(job_id: str, request: Request, user: str = Depends(current_user)) 
                         headers={"Location": f"{base}/jobs/{job.id}"})
 
 
-@router.get("/jobs/{job_id}/results", summary="Job results (OGC results document)")
-def job_results(job_id: str, request: Request, user: str = Depends(current_user)) -> JSONResponse:
+@router.get("/jobs/{job_id}/results", summary="Job results (OGC results)",
+            operation_id="getResult")
+def job_results(job_id: str, request: Request, user: str = Depends(current_user)) -> Response:
+    from opendps.api.ogc.execute import results_answer
+
     services = services_of(request)
     job = services.jobs.get(job_id, user=user)
-    if job.status == JobStatus.FAILED:
-        return JSONResponse(
-            {"type": "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-failed",
-             "title": "Job failed", "status": 500, "detail": job.message or "the job failed",
-             "reason": job.reason.value if job.reason else None,
-             "phase": job.phase.value if job.phase else None, "jobID": job.id},
-            status_code=500, media_type="application/problem+json")
-    if job.status == JobStatus.DISMISSED:
-        raise ResultNotReady(f"job {job_id} was dismissed; it has no results")
-    if not job.status.terminal:
-        raise ResultNotReady(f"job {job_id} is {job.status.value}; results are not ready")
-    return JSONResponse(results_document(services, job, base_url(request), user))
-
-
-def results_document(services: Any, job: Any, base: str, user: str) -> dict[str, Any]:
-    """The process's own results (built-ins, CWL) or the staged files as links."""
-    if job.results:
-        return job.results
-    listing = services.jobs.outputs(job.id, user=user)
-    files = [f for f in listing["outputs"] if not f["path"].startswith("_")]
-    links = [{"href": f"{base}/jobs/{job.id}/outputs/{quote(f['path'])}", "type": _guess(f["path"]),
-              "title": f["path"]} for f in files]
-    return {"output": links}
+    return results_answer(services, job, base_url(request), user, request)
 
 
 def _guess(path: str) -> str:

@@ -1,18 +1,23 @@
-"""/processes: list, describe, register, replace, undeploy, package, execute."""
+"""/processes: list, describe, register, replace, undeploy, package (execution: api/ogc)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from opendps.api.deps import base_url, current_user, services_of
-from opendps.api.documents import process_description, process_summary, status_info
-from opendps.api.execution import decode_execute_body
-from opendps.errors import Forbidden, ImmutableProcess, InvalidInput
-from opendps.service.jobs import Submission
-from opendps.service.packages import parse_package
+from opendps.api.documents import process_description, process_summary
+from opendps.errors import Forbidden, ImmutableProcess, InvalidInput, UnsupportedMediaType
+from opendps.service.packages import (
+    CWL_TYPES,
+    JSON_TYPES,
+    YAML_TYPES,
+    media_type_of,
+    parse_package,
+)
 
 router = APIRouter(tags=["processes"])
 
@@ -40,28 +45,44 @@ def describe_process(process_id: str, request: Request) -> dict[str, Any]:
     return process_description(algorithm, base_url(request))
 
 
+def check_media_type(content_type: str | None) -> str:
+    """The registration's media type, or 415 before anything else is looked at (Part 2)."""
+    media = media_type_of(content_type) or "application/yaml"
+    if media in YAML_TYPES | JSON_TYPES | CWL_TYPES or media.endswith("+yaml"):
+        return media
+    raise UnsupportedMediaType(
+        f"cannot register from {media}; send application/yaml or application/json (MAAP "
+        f"algorithm), or {', '.join(sorted(CWL_TYPES))} (CWL application package)"
+    )
+
+
 async def _register(request: Request, *, replace: bool, process_id: str | None = None,
                     workflow: str | None = None) -> tuple[Any, Any]:
     services = services_of(request)
     user = current_user(request)
-    body = await request.body()
-    if not body.strip():
-        raise InvalidInput("the request body is empty; send the algorithm registration")
-    package = parse_package(body, request.headers.get("content-type"), workflow=workflow)
+    content_type = request.headers.get("content-type")
+    check_media_type(content_type)
+    current = None
     if process_id is not None:
         current = services.algorithms.get(process_id)
         if current.builtin:
             raise ImmutableProcess(f"process {current.process_id} is built in")
+    body = await request.body()
+    if not body.strip():
+        raise InvalidInput("the request body is empty; send the algorithm registration")
+    package = await run_in_threadpool(parse_package, body, content_type, workflow=workflow)
+    if current is not None:
         if (package.spec.name, package.spec.version) != (current.name, current.version):
             raise InvalidInput(
                 f"the body describes {package.spec.process_id}, not {current.process_id}"
             )
-        if services.settings.auth and current.owner != user and not services.identity.is_admin(user):
+        admin = services.identity.is_admin(user)
+        if services.settings.auth and current.owner != user and not admin:
             raise Forbidden(f"process {current.process_id} belongs to {current.owner}")
-    algorithm = services.algorithms.register(
+    algorithm = await run_in_threadpool(lambda: services.algorithms.register(
         package.spec, owner=user, package=package.body, package_type=package.media_type,
         replace=replace,
-    )
+    ))
     return algorithm, package
 
 
@@ -77,8 +98,17 @@ async def deploy_process(request: Request, w: str | None = Query(None)) -> JSONR
 
 @router.put("/processes/{process_id}", summary="Replace a process")
 async def replace_process(process_id: str, request: Request, w: str | None = Query(None)
-                          ) -> JSONResponse:
-    algorithm, _ = await _register(request, replace=True, process_id=process_id, workflow=w)
+                          ) -> Response:
+    """204 for application packages (OGC Part 2); 200 with the summary, whose build state
+    matters, for MAAP registrations. ``Prefer: return=minimal|representation`` chooses."""
+    algorithm, package = await _register(request, replace=True, process_id=process_id,
+                                         workflow=w)
+    prefer = request.headers.get("prefer", "")
+    minimal = "return=minimal" in prefer or (
+        "return=representation" not in prefer and package.spec.source_format == "cwl"
+    )
+    if minimal:
+        return Response(status_code=204)
     return JSONResponse(process_summary(algorithm, base_url(request)))
 
 
@@ -105,19 +135,3 @@ def process_package(process_id: str, request: Request) -> Response:
             response_class=PlainTextResponse)
 def build_log(process_id: str, request: Request) -> str:
     return services_of(request).algorithms.build_log(process_id)
-
-
-@router.post("/processes/{process_id}/execution", summary="Execute a process (create a job)")
-async def execute_process(process_id: str, request: Request,
-                          user: str = Depends(current_user)) -> JSONResponse:
-    services = services_of(request)
-    body = await decode_execute_body(request)
-    algorithm = services.algorithms.get(process_id)
-    job = services.jobs.submit(
-        Submission(process_id=algorithm.process_id, inputs=body.inputs, queue=body.queue,
-                   priority=body.priority, tags=body.tags, dedup=body.dedup),
-        owner=user,
-    )
-    base = base_url(request)
-    return JSONResponse(status_info(job, base), status_code=200 if job.deduped else 201,
-                        headers={"Location": f"{base}/jobs/{job.id}"})

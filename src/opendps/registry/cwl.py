@@ -113,7 +113,7 @@ def unwrap_app_package(package: dict[str, Any]) -> tuple[dict[str, Any], dict[st
         value = unit["value"]
         document = _load(value) if isinstance(value, str) else value
     elif str(unit.get("type", "")).lower() in ("docker", "oci"):
-        raise UnsupportedMediaType(
+        raise InvalidSpec(
             "Docker execution units are not supported; deploy a CWL application package "
             "(application/cwl+yaml, or an executionUnit holding CWL)"
         )

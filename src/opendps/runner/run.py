@@ -221,6 +221,11 @@ def _execute(
     write_login_profile(work.home, env)
     if spec.builtin_module:
         argv = [os.environ.get("DPS_PYTHON", _python()), "-m", spec.builtin_module]
+    elif spec.cwl:
+        from opendps.runner.cwl_exec import prepare_cwl_run
+
+        argv, notes = prepare_cwl_run(spec, job, work, os.environ.get("DPS_PYTHON", _python()))
+        state.warnings.extend(notes)
     else:
         try:
             argv = resolve_run_command(spec, Path(algorithm_dir or ""))

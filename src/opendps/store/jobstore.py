@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -215,10 +215,16 @@ class JobStore:
             where.append(jobs.c.created >= f.created_after)
         if f.created_before:
             where.append(jobs.c.created <= f.created_before)
+        # A running job's duration is its time so far (OGC job list, /req/job-list/duration).
+        running = jobs.c.status == JobStatus.RUNNING.value
         if f.min_duration is not None:
-            where.append(jobs.c.duration >= f.min_duration)
+            since = utcnow() - timedelta(seconds=f.min_duration)
+            where.append(sa.or_(jobs.c.duration >= f.min_duration,
+                                sa.and_(running, jobs.c.started <= since)))
         if f.max_duration is not None:
-            where.append(jobs.c.duration <= f.max_duration)
+            since = utcnow() - timedelta(seconds=f.max_duration)
+            where.append(sa.or_(jobs.c.duration <= f.max_duration,
+                                sa.and_(running, jobs.c.started >= since)))
         if f.job_ids:
             where.append(jobs.c.id.in_(f.job_ids))
         if f.priority is not None:

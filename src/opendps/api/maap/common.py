@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -40,8 +41,9 @@ def parse_bool(value: Any, name: str, default: bool = False) -> bool:
     raise MaapError(400, f"{name}: {value!r} is not a boolean (use true or false)")
 
 
-def parse_int(value: Any, name: str, *, low: int | None = None, high: int | None = None
-              ) -> int | None:
+def parse_int(
+    value: Any, name: str, *, low: int | None = None, high: int | None = None
+) -> int | None:
     if value is None or str(value).strip() == "":
         return None
     try:
@@ -54,12 +56,16 @@ def parse_int(value: Any, name: str, *, low: int | None = None, high: int | None
 
 
 def parse_float(value: Any, name: str) -> float | None:
+    """A finite, non-negative number (durations)."""
     if value is None or str(value).strip() == "":
         return None
     try:
-        return float(str(value).strip())
+        number = float(str(value).strip())
     except ValueError:
         raise MaapError(400, f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise MaapError(400, f"{name}: {value!r} must be a finite number >= 0")
+    return number
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
@@ -151,6 +157,8 @@ def queue_name(services: Services, requested: str | None, user: str) -> str | No
     queue instead.
     """
     settings = services.settings
+    if requested is not None and not isinstance(requested, str):
+        raise MaapError(400, f"queue must be a queue name (a string); got {requested!r}")
     if requested:
         requested = requested.strip()
         if settings.queue(requested) is None and requested.startswith("maap-"):
@@ -182,10 +190,14 @@ def check_queue(services: Services, name: str | None, user: str) -> None:
         return
     listing = ", ".join(allowed) or "none"
     if services.settings.queue(name) is None:
-        raise MaapError(400, f"FailedJobSubmit: Queue {name} does not exist. "
-                             f"Available queues: {listing}")
-    raise MaapError(400, f"FailedJobSubmit: User {user} does not have access to queue {name}. "
-                         f"Available queues: {listing}")
+        raise MaapError(
+            400, f"FailedJobSubmit: Queue {name} does not exist. Available queues: {listing}"
+        )
+    raise MaapError(
+        400,
+        f"FailedJobSubmit: User {user} does not have access to queue {name}. "
+        f"Available queues: {listing}",
+    )
 
 
 def decode_json_body(raw: bytes, what: str) -> Any:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from opendps.api.maap import xml
 from opendps.models import Algorithm, Build, Job, JobStatus
 from opendps.registry.spec import AlgorithmSpec, InputSpec
 from opendps.service.context import Services
-from opendps.service.statuses import HYSDS, WPS
 
-_DEPLOY_STATUS = {"queued": "accepted", "building": "running", "ready": "successful",
-                  "failed": "failed"}
+_DEPLOY_STATUS = {
+    "queued": "accepted",
+    "building": "running",
+    "ready": "successful",
+    "failed": "failed",
+}
 
 
 def iso(value: Any) -> str | None:
@@ -51,8 +53,9 @@ def process_summary(algorithm: Algorithm, base: str) -> dict[str, Any]:
         "deployedBy": algorithm.owner,
         "lastModifiedTime": iso(algorithm.updated),
         "cwlLink": f"{base}/processes/{quote(algorithm.process_id)}/package",
-        "status": "deployed" if build and build.status.value == "ready" else (
-            f"build {build.status.value}" if build else "deployed"),
+        "status": "deployed"
+        if build and build.status.value == "ready"
+        else (f"build {build.status.value}" if build else "deployed"),
         "links": [_link(href, "self", "OGC Process Description")],
     }
 
@@ -63,11 +66,16 @@ def process_description(algorithm: Algorithm, base: str) -> dict[str, Any]:
     href = f"{base}/api/ogc/processes/{algorithm.id}"
     inputs: dict[str, Any] = {}
     for item in spec.inputs:
-        entry: dict[str, Any] = {"name": item.name, "from": "submitter", "type": input_type(item),
-                                 "destination": {"file": "localize", "positional": "positional",
-                                                 "config": "context"}[item.kind],
-                                 "description": item.description,
-                                 "required": item.mandatory}
+        entry: dict[str, Any] = {
+            "name": item.name,
+            "from": "submitter",
+            "type": input_type(item),
+            "destination": {"file": "localize", "positional": "positional", "config": "context"}[
+                item.kind
+            ],
+            "description": item.description,
+            "required": item.mandatory,
+        }
         if item.default is not None:
             entry["default"] = item.default
         inputs[item.name] = entry
@@ -85,8 +93,7 @@ def process_description(algorithm: Algorithm, base: str) -> dict[str, Any]:
         "links": [
             _link(href, "self", "OGC Process Description"),
             _link(f"{href}/package", "service-desc", "Process package"),
-            _link(f"{href}/execution", "http://www.opengis.net/def/rel/ogc/1.0/execute",
-                  "Execute"),
+            _link(f"{href}/execution", "http://www.opengis.net/def/rel/ogc/1.0/execute", "Execute"),
         ],
     }
 
@@ -112,19 +119,25 @@ def deployment_status(build: Build, algorithm: Algorithm | None, base: str) -> d
         "status": _DEPLOY_STATUS[build.status.value],
         "message": build.message,
         "pipeline": {"executionVenue": "opendps", "pipelineId": build.id},
-        "links": _link(f"{base}/api/ogc/deploymentJobs/{build.id}", "self",
-                       "Deploying process status link"),
+        "links": _link(
+            f"{base}/api/ogc/deploymentJobs/{build.id}", "self", "Deploying process status link"
+        ),
     }
     if algorithm is not None:
         log = f"{base}/processes/{quote(algorithm.process_id)}/build/log"
         doc["pipeline"]["processPipelineLink"] = _link(log, "monitor", "Build log", "text/plain")
-        doc["cwl"] = _link(f"{base}/processes/{quote(algorithm.process_id)}/package",
-                           "service-desc", "Process package", "application/yaml")
+        doc["cwl"] = _link(
+            f"{base}/processes/{quote(algorithm.process_id)}/package",
+            "service-desc",
+            "Process package",
+            "application/yaml",
+        )
         doc["id"] = algorithm.name
         doc["version"] = algorithm.version
         if build.status.value == "ready":
-            doc["processLocation"] = _link(f"{base}/api/ogc/processes/{algorithm.id}",
-                                           "service-doc", "Process location")
+            doc["processLocation"] = _link(
+                f"{base}/api/ogc/processes/{algorithm.id}", "service-doc", "Process location"
+            )
     return doc
 
 
@@ -135,26 +148,33 @@ def deploy_answer(algorithm: Algorithm, base: str) -> dict[str, Any]:
     build_id = build.id if build else None
     monitor = f"{base}/api/ogc/deploymentJobs/{build_id}"
     return {
-        **{k: summary[k] for k in ("title", "description", "keywords", "metadata", "id",
-                                   "version", "processID", "jobControlOptions")},
+        **{
+            k: summary[k]
+            for k in (
+                "title",
+                "description",
+                "keywords",
+                "metadata",
+                "id",
+                "version",
+                "processID",
+                "jobControlOptions",
+            )
+        },
         "deploymentJobID": build_id,
         "status": _DEPLOY_STATUS[build.status.value] if build else "successful",
         "created": iso(algorithm.updated),
-        "links": [_link(monitor, "monitor", "Deploying process status link"),
-                  _link(f"{base}/api/ogc/processes/{algorithm.id}", "self", "Process")],
-        "processPipelineLink": _link(f"{base}/processes/{quote(algorithm.process_id)}/build/log",
-                                     "monitor", "Link to the build log", "text/plain"),
+        "links": [
+            _link(monitor, "monitor", "Deploying process status link"),
+            _link(f"{base}/api/ogc/processes/{algorithm.id}", "self", "Process"),
+        ],
+        "processPipelineLink": _link(
+            f"{base}/processes/{quote(algorithm.process_id)}/build/log",
+            "monitor",
+            "Link to the build log",
+            "text/plain",
+        ),
     }
-
-
-def wps_process(algorithm: Algorithm) -> xml.ProcessInfo:
-    spec = AlgorithmSpec.model_validate(algorithm.spec)
-    return xml.ProcessInfo(
-        identifier=f"job-{algorithm.process_id}",
-        title=spec.description or spec.name,
-        description=spec.description,
-        inputs=[(i.name, input_type(i), i.default) for i in spec.inputs],
-    )
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -165,8 +185,12 @@ def job_type(job: Job) -> str:
 
 
 def job_minimal(job: Job) -> dict[str, Any]:
-    return {"jobID": job.id, "processID": job.algorithm_id, "type": "process",
-            "status": job.status.value}
+    return {
+        "jobID": job.id,
+        "processID": job.algorithm_id,
+        "type": "process",
+        "status": job.status.value,
+    }
 
 
 def job_details(job: Job, base: str) -> dict[str, Any]:
@@ -194,8 +218,9 @@ def job_details(job: Job, base: str) -> dict[str, Any]:
         "inputs": job.inputs,
         "links": [
             _link(href, "self", "Job status"),
-            _link(f"{href}/results", "http://www.opengis.net/def/rel/ogc/1.0/results",
-                  "Job results"),
+            _link(
+                f"{href}/results", "http://www.opengis.net/def/rel/ogc/1.0/results", "Job results"
+            ),
             _link(f"{href}/metrics", "metrics", "Job metrics"),
             _link(f"{base}/jobs/{job.id}/logs", "logs", "Job logs (stdout, stderr)"),
         ],
@@ -203,9 +228,26 @@ def job_details(job: Job, base: str) -> dict[str, Any]:
 
 
 DETAIL_FIELDS = (
-    "title", "description", "keywords", "request", "message", "reason", "phase", "created",
-    "started", "finished", "updated", "progress", "tags", "job_queue", "priority",
-    "process_name", "job_type", "products", "inputs", "links",
+    "title",
+    "description",
+    "keywords",
+    "request",
+    "message",
+    "reason",
+    "phase",
+    "created",
+    "started",
+    "finished",
+    "updated",
+    "progress",
+    "tags",
+    "job_queue",
+    "priority",
+    "process_name",
+    "job_type",
+    "products",
+    "inputs",
+    "links",
 )
 
 
@@ -238,12 +280,24 @@ def submitted(job: Job, base: str) -> dict[str, Any]:
 def staged_links(services: Services, job: Job, base: str, user: str) -> list[dict[str, str]]:
     """Links of a terminal job's staged folder: storage URL, listing, then each file."""
     listing = services.jobs.outputs(job.id, user=user)
-    links = [{"href": listing["location"]},
-             {"href": f"{base}/jobs/{job.id}/outputs", "rel": "outputs",
-              "type": "application/json", "title": "staged files"}]
+    links = [
+        {"href": listing["location"]},
+        {
+            "href": f"{base}/jobs/{job.id}/outputs",
+            "rel": "outputs",
+            "type": "application/json",
+            "title": "staged files",
+        },
+    ]
     for item in listing["outputs"]:
-        links.append({"href": f"{base}/jobs/{job.id}/outputs/{quote(item['path'])}",
-                      "rel": "item", "title": item["path"], "url": item["url"]})
+        links.append(
+            {
+                "href": f"{base}/jobs/{job.id}/outputs/{quote(item['path'])}",
+                "rel": "item",
+                "title": item["path"],
+                "url": item["url"],
+            }
+        )
     return links
 
 
@@ -252,8 +306,10 @@ def results(services: Services, job: Job, base: str, user: str) -> dict[str, Any
     if not job.status.terminal or (job.status == JobStatus.DISMISSED and job.started is None):
         return {}
     doc: dict[str, Any] = {
-        "additionalProp1": {"id": f"{job.id}-output", "links": staged_links(services, job, base,
-                                                                           user)},
+        "additionalProp1": {
+            "id": f"{job.id}-output",
+            "links": staged_links(services, job, base, user),
+        },
     }
     if job.results:
         doc["results"] = job.results
@@ -304,64 +360,15 @@ def metrics(job: Job) -> dict[str, Any]:
         "write_io_stats": written,
         "sync_io_stats": None,
         "async_io_stats": None,
-        "total_io_stats": (read or 0) + (written or 0) if read is not None or written is not None
+        "total_io_stats": (read or 0) + (written or 0)
+        if read is not None or written is not None
         else None,
     }
     native = {k: v for k, v in m.items() if k not in maap}
-    return {**maap, "status": job.status.value, "queue": job.queue,
-            "queued_time": iso(job.created), **native}
-
-
-def legacy_metrics(job: Job) -> dict[str, Any]:
-    """The 18 MAAP metric names only, for the ``<metrics>`` XML."""
-    values = metrics(job)
-    names = ("machine_type", "architecture", "machine_memory_size", "directory_size",
-             "operating_system", "job_start_time", "job_end_time", "job_duration_seconds",
-             "cpu_usage", "cache_usage", "mem_usage", "max_mem_usage", "swap_usage",
-             "read_io_stats", "write_io_stats", "sync_io_stats", "async_io_stats",
-             "total_io_stats")
-    return {name: values[name] for name in names}
-
-
-def legacy_job(services: Services, job: Job, base: str, user: str, details: bool
-               ) -> dict[str, Any]:
-    """One entry of ``GET /api/dps/job/list`` (HySDS / Mozart shape, reference §6.4)."""
-    if not details:
-        return {"id": job.id, "tags": job.tags, "status": HYSDS[job.status]}
-    staged: list[dict[str, Any]] = []
-    if job.status.terminal and job.started is not None:
-        links = staged_links(services, job, base, user)
-        folder = links[0]["href"]
-        marker = folder.find("/dps_output/")
-        staged.append({
-            "id": f"{job.id}-output",
-            "urls": [link["href"] for link in links],
-            "product_folder_path": "my-private-bucket" + folder[marker:] if marker >= 0
-            else folder,
-        })
-    return {job.id: {
-        "status": HYSDS[job.status],
-        "wps_status": WPS[job.status],
-        "ogc_status": job.status.value,
-        "type": job_type(job),
-        "tags": job.tags,
-        "priority": job.priority,
-        "username": job.owner,
-        "job": {
-            "job_id": job.id,
-            "job_info": {
-                "id": job.id,
-                "time_queued": iso(job.created),
-                "time_start": iso(job.started),
-                "time_end": iso(job.finished),
-                "job_queue": job.queue,
-                "duration": (job.finished - job.started).total_seconds()
-                if job.started and job.finished else None,
-                "job_payload": {"payload_task_id": job.id, "job_type": job_type(job)},
-                "metrics": {"products_staged": staged},
-            },
-            "params": {"job_specification": {"params": [
-                {"name": k, "value": v} for k, v in job.inputs.items()]}},
-        },
-        "traceback": job.message if job.status == JobStatus.FAILED else None,
-    }}
+    return {
+        **maap,
+        "status": job.status.value,
+        "queue": job.queue,
+        "queued_time": iso(job.created),
+        **native,
+    }

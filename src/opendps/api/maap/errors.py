@@ -23,14 +23,23 @@ _XML_ROUTES: list[tuple[str, re.Pattern[str], tuple[str, str]]] = [
     ("POST", re.compile(r"^/api/dps/job/?$"), ("FailedJobSubmit", "Execute")),
     ("GET", re.compile(r"^/api/dps/job/?$"), ("FailedGetCapabilities", "GetCapabilities")),
     ("POST", re.compile(r"^/api/dps/job/cancel/[^/]+/?$"), ("FailedJobDismiss", "Dismiss")),
-    ("GET", re.compile(r"^/api/dps/job/describeprocess/.+$"),
-     ("FailedDescribeProcess", "DescribeProcess")),
-    ("GET", re.compile(r"^/api/dps/job/(?!list/?$)[^/]+/status/?$"),
-     ("FailedGetStatus", "GetStatus")),
+    (
+        "GET",
+        re.compile(r"^/api/dps/job/describeprocess/.+$"),
+        ("FailedDescribeProcess", "DescribeProcess"),
+    ),
+    (
+        "GET",
+        re.compile(r"^/api/dps/job/(?!list/?$)[^/]+/status/?$"),
+        ("FailedGetStatus", "GetStatus"),
+    ),
     ("GET", re.compile(r"^/api/dps/job/[^/]+/metrics/?$"), ("FailedGetMetrics", "GetMetrics")),
     ("GET", re.compile(r"^/api/dps/job/(?!list/?$)[^/]+/?$"), ("FailedGetResult", "GetResult")),
-    ("GET", re.compile(r"^/api/mas/algorithm/(?!resource/?$)[^/]+/?$"),
-     ("FailedDescribeAlgo", "DescribeProcess")),
+    (
+        "GET",
+        re.compile(r"^/api/mas/algorithm/(?!resource/?$)[^/]+/?$"),
+        ("FailedDescribeAlgo", "DescribeProcess"),
+    ),
 ]
 
 
@@ -56,8 +65,14 @@ def _ogc_type(path: str, status: int) -> str | None:
 
 
 def ogc_error(path: str, status: int, message: str, **extra: object) -> JSONResponse:
-    body = {"type": _ogc_type(path, status), "title": message, "status": status,
-            "detail": message, "instance": path, **extra}
+    body = {
+        "type": _ogc_type(path, status),
+        "title": message,
+        "status": status,
+        "detail": message,
+        "instance": path,
+        **extra,
+    }
     return JSONResponse(body, status_code=status)
 
 
@@ -69,12 +84,17 @@ def maap_error_shape(request: Request, status: int, message: str) -> Response:
     """The body maap-api-nasa would answer for this path (registered for ``/api/``)."""
     path = request.url.path
     if status in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-        message = (f"{request.method} {path} is not an endpoint of this server "
-                   f"({message.lower()}); see docs/maap.md for the MAAP routes it serves")
+        message = (
+            f"{request.method} {path} is not an endpoint of this server "
+            f"({message.lower()}); see docs/maap.md for the MAAP routes it serves"
+        )
     code = xml_exception_code(request)
     if code is not None:
-        return Response(xml.exception_report(code[0], code[1], message), status_code=status,
-                        media_type="application/xml")
+        return Response(
+            xml.exception_report(code[0], code[1], message),
+            status_code=status,
+            media_type="application/xml",
+        )
     if path.startswith("/api/ogc/") and status != 401:
         return ogc_error(path, status, message)
     return code_message(status, message)

@@ -38,8 +38,11 @@ def selected_fields(value: str | None) -> list[str]:
     fields = [f.strip() for f in value.split(",") if f.strip()]
     unknown = [f for f in fields if f not in documents.DETAIL_FIELDS]
     if unknown:
-        raise MaapError(400, f"Unknown field(s) {', '.join(unknown)}; choose from "
-                             f"{', '.join(documents.DETAIL_FIELDS)}")
+        raise MaapError(
+            400,
+            f"Unknown field(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(documents.DETAIL_FIELDS)}",
+        )
     return fields
 
 
@@ -70,14 +73,16 @@ def cancel(services: Services, job_id: str, user: str, wait: bool) -> Job:
     """Cancel as maap-api-nasa allows it: only queued or running jobs."""
     job = services.jobs.get(job_id, user=user)
     if job.status.terminal:
-        raise MaapError(400, f"Not allowed to cancel job with status {HYSDS[job.status]} "
-                             f"({job.status.value})")
+        raise MaapError(
+            400, f"Not allowed to cancel job with status {HYSDS[job.status]} ({job.status.value})"
+        )
     job = services.jobs.cancel(job_id, user=user)
     if wait:
         job = wait_until_terminal(services, job, user, services.settings.kill_grace + 60)
         if not job.status.terminal:
-            raise MaapError(500, f"job {job_id} did not stop in time; it is still "
-                                 f"{job.status.value}")
+            raise MaapError(
+                500, f"job {job_id} did not stop in time; it is still {job.status.value}"
+            )
     return job
 
 
@@ -96,8 +101,13 @@ def list_jobs(request: Request) -> dict[str, Any]:
     filters, matchable = job_filters(services, user, params)
     base = base_url(request)
     if not matchable:
-        return {"status": 200, "jobs": [], "numberMatched": 0, "numberReturned": 0,
-                "links": [_page_link(base, params, offset, "self")]}
+        return {
+            "status": 200,
+            "jobs": [],
+            "numberMatched": 0,
+            "numberReturned": 0,
+            "links": [_page_link(base, params, offset, "self")],
+        }
     page = services.jobs.list(filters, limit=limit, offset=offset)
     jobs = []
     for job in page.items:
@@ -110,8 +120,13 @@ def list_jobs(request: Request) -> dict[str, Any]:
         links.append(_page_link(base, params, offset + limit, "next"))
     if offset > 0:
         links.append(_page_link(base, params, max(0, offset - limit), "prev"))
-    return {"status": 200, "jobs": jobs, "numberMatched": page.number_matched,
-            "numberReturned": len(jobs), "links": links}
+    return {
+        "status": 200,
+        "jobs": jobs,
+        "numberMatched": page.number_matched,
+        "numberReturned": len(jobs),
+        "links": links,
+    }
 
 
 def job_filters(services: Services, user: str, params: Any) -> tuple[JobFilters, bool]:
@@ -139,8 +154,13 @@ def job_filters(services: Services, user: str, params: Any) -> tuple[JobFilters,
 
 def _page_link(base: str, params: Any, offset: int, rel: str) -> dict[str, str]:
     query = [(k, v) for k, v in params.multi_items() if k != "offset"] + [("offset", str(offset))]
-    return {"href": f"{base}/api/ogc/jobs?{urlencode(query)}", "rel": rel,
-            "type": "application/json", "hreflang": "en", "title": f"Jobs ({rel})"}
+    return {
+        "href": f"{base}/api/ogc/jobs?{urlencode(query)}",
+        "rel": rel,
+        "type": "application/json",
+        "hreflang": "en",
+        "title": f"Jobs ({rel})",
+    }
 
 
 @router.get("/api/ogc/jobs/{job_id}")
@@ -162,8 +182,12 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     services = services_of(request)
     user = current_user(request)
     job = cancel(services, job_id, user, wait_flag(request))
-    body = {"jobID": job.id, "type": "process", "status": "dismissed",
-            "current_status": job.status.value}
+    body = {
+        "jobID": job.id,
+        "type": "process",
+        "status": "dismissed",
+        "current_status": job.status.value,
+    }
     if not job.status.terminal:
         body["message"] = "cancel requested; the job is being stopped"
     return JSONResponse(body, status_code=202)

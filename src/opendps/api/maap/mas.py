@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from opendps.api.deps import base_url, current_user, services_of
-from opendps.api.maap import documents, xml
+from opendps.api.maap import legacy, xml
 from opendps.api.maap.common import queues_for
 from opendps.api.maap.processes import register
 from opendps.api.maap.registration import check_owner, legacy_mapping
@@ -75,8 +75,9 @@ def list_algorithms(request: Request) -> dict[str, Any]:
 def describe_algorithm(algo_id: str, request: Request) -> Response:
     services = services_of(request)
     algorithm = services.algorithms.get(algo_id.removeprefix("job-"))
-    return Response(xml.process_offerings([documents.wps_process(algorithm)]),
-                    media_type="application/xml")
+    return Response(
+        xml.process_offerings([legacy.wps_process(algorithm)]), media_type="application/xml"
+    )
 
 
 @router.delete("/api/mas/algorithm/{algo_id}")
@@ -93,5 +94,8 @@ def delete_algorithm(algo_id: str, request: Request) -> dict[str, Any]:
 async def publish_algorithm(request: Request) -> dict[str, Any]:
     """4.x ``publishAlgorithm``: every registered algorithm is already visible here."""
     current_user(request)
-    return {"code": 200, "success": True,
-            "message": "nothing to do: registered algorithms are visible to every user"}
+    return {
+        "code": 200,
+        "success": True,
+        "message": "nothing to do: registered algorithms are visible to every user",
+    }

@@ -45,12 +45,16 @@ _UNAVAILABLE = {
 
 def _unavailable(what: str):  # type: ignore[no-untyped-def]
     def answer(request: Request) -> None:
-        raise MaapError(501, f"{what} is a MAAP platform service that opendps does not "
-                             "provide; the DPS endpoints (jobs, algorithms, secrets) work")
+        raise MaapError(
+            501,
+            f"{what} is a MAAP platform service that opendps does not "
+            "provide; the DPS endpoints (jobs, algorithms, secrets) work",
+        )
 
     return answer
 
 
 for _path, _what in _UNAVAILABLE.items():
-    router.add_api_route(f"/api/{_path}", _unavailable(_what), methods=["GET", "POST"],
-                         name=f"unavailable:{_path}")
+    router.add_api_route(
+        f"/api/{_path}", _unavailable(_what), methods=["GET", "POST"], name=f"unavailable:{_path}"
+    )

@@ -46,8 +46,9 @@ def queue_alias(services: Services, spec: AlgorithmSpec) -> AlgorithmSpec:
 def register(services: Services, package: Package, user: str, *, replace: bool) -> Algorithm:
     spec = queue_alias(services, package.spec)
     check_registration_queue(services, spec, user)
-    return services.algorithms.register(spec, owner=user, package=package.body,
-                                        package_type=package.media_type, replace=replace)
+    return services.algorithms.register(
+        spec, owner=user, package=package.body, package_type=package.media_type, replace=replace
+    )
 
 
 @router.get("/api/ogc/processes")
@@ -56,16 +57,24 @@ def list_processes(request: Request) -> dict[str, Any]:
     services = services_of(request)
     params = request.query_params
     base = base_url(request)
-    page = services.algorithms.list(limit=10000, name=params.get("algorithmName") or None,
-                                    owner=params.get("deployer") or None)
+    page = services.algorithms.list(
+        limit=10000, name=params.get("algorithmName") or None, owner=params.get("deployer") or None
+    )
     version = params.get("algorithmVersion")
     items = [a for a in page.items if not version or a.version == version]
     processes = [documents.process_summary(a, base) for a in items]
     return {
         "processes": processes,
         "numberMatched": len(processes),
-        "links": [{"href": f"{base}/api/ogc/processes", "rel": "self",
-                   "type": "application/json", "hreflang": "en", "title": "Processes"}],
+        "links": [
+            {
+                "href": f"{base}/api/ogc/processes",
+                "rel": "self",
+                "type": "application/json",
+                "hreflang": "en",
+                "title": "Processes",
+            }
+        ],
     }
 
 
@@ -80,15 +89,21 @@ async def deploy_process(request: Request) -> JSONResponse:
     except DuplicateProcess:
         existing = services.algorithms.get(package.spec.process_id)
         return ogc_error(
-            request.url.path, 409,
+            request.url.path,
+            409,
             f"Duplicate process: {existing.process_id} is already deployed as processID "
             f"{existing.id}; use PUT /api/ogc/processes/{existing.id} (update_algorithm) to "
             "replace it",
             additionalProperties={"processID": existing.id},
         )
-    return JSONResponse(documents.deploy_answer(algorithm, base), status_code=202,
-                        headers={"Location": f"{base}/api/ogc/deploymentJobs/"
-                                             f"{algorithm.build.id if algorithm.build else ''}"})
+    return JSONResponse(
+        documents.deploy_answer(algorithm, base),
+        status_code=202,
+        headers={
+            "Location": f"{base}/api/ogc/deploymentJobs/"
+            f"{algorithm.build.id if algorithm.build else ''}"
+        },
+    )
 
 
 @router.get("/api/ogc/processes/{process_id}")
@@ -105,8 +120,11 @@ async def replace_process(process_id: str, request: Request) -> JSONResponse:
     check_owner(services, current, user)
     package = package_from_ogc_body(await request.body(), request.headers.get("content-type"))
     if (package.spec.name, package.spec.version) != (current.name, current.version):
-        raise MaapError(400, f"the package describes {package.spec.process_id}, but process "
-                             f"{process_id} is {current.process_id}; id and version must match")
+        raise MaapError(
+            400,
+            f"the package describes {package.spec.process_id}, but process "
+            f"{process_id} is {current.process_id}; id and version must match",
+        )
     algorithm = register(services, package, user, replace=True)
     base = base_url(request)
     answer = documents.deploy_answer(algorithm, base)
@@ -120,8 +138,11 @@ def delete_process(process_id: str, request: Request) -> dict[str, Any]:
     algorithm = find_algorithm(services, process_id)
     check_owner(services, algorithm, user)
     services.algorithms.delete(algorithm.process_id)
-    return {"detail": "Deleted process", "processID": algorithm.id,
-            "process_name": algorithm.process_id}
+    return {
+        "detail": "Deleted process",
+        "processID": algorithm.id,
+        "process_name": algorithm.process_id,
+    }
 
 
 @router.get("/api/ogc/processes/{process_id}/package")
@@ -134,8 +155,10 @@ def process_package(process_id: str, request: Request) -> dict[str, Any]:
         "processDescription": spec.description,
         "executionUnit": {
             "href": f"{base}/processes/{quote(algorithm.process_id)}/package",
-            "rel": "monitor-desc", "type": algorithm.package_type or "application/json",
-            "hreflang": "en", "title": "Process package",
+            "rel": "monitor-desc",
+            "type": algorithm.package_type or "application/json",
+            "hreflang": "en",
+            "title": "Process package",
         },
         "package": algorithm.package,
     }
@@ -178,13 +201,22 @@ async def execute(process_id: str, request: Request) -> JSONResponse:
     except (TypeError, ValueError):
         raise MaapError(400, f"priority must be an integer 0..9; got {priority!r}") from None
     job = services.jobs.submit(
-        Submission(process_id=algorithm.process_id, inputs=inputs, queue=queue,
-                   priority=priority, tags=tags, dedup=parse_bool(body.get("dedup"), "dedup")),
+        Submission(
+            process_id=algorithm.process_id,
+            inputs=inputs,
+            queue=queue,
+            priority=priority,
+            tags=tags,
+            dedup=parse_bool(body.get("dedup"), "dedup"),
+        ),
         owner=user,
     )
     base = base_url(request)
-    return JSONResponse(documents.submitted(job, base), status_code=202,
-                        headers={"Location": f"{base}/api/ogc/jobs/{job.id}"})
+    return JSONResponse(
+        documents.submitted(job, base),
+        status_code=202,
+        headers={"Location": f"{base}/api/ogc/jobs/{job.id}"},
+    )
 
 
 def decode_inputs(inputs: Any) -> dict[str, Any]:
@@ -196,7 +228,7 @@ def decode_inputs(inputs: Any) -> dict[str, Any]:
         mapping = {}
         for item in inputs:
             if not isinstance(item, dict) or "id" not in item:
-                raise MaapError(400, "a list of inputs must hold {\"id\": …, \"data\": …} objects")
+                raise MaapError(400, 'a list of inputs must hold {"id": …, "data": …} objects')
             mapping[str(item["id"])] = item.get("data", item.get("value", item.get("href")))
         inputs = mapping
     if not isinstance(inputs, dict):

@@ -42,7 +42,8 @@ def cwl_available() -> bool:
 
 def _is_cwl(data: Any) -> bool:
     return isinstance(data, dict) and (
-        "cwlVersion" in data or "$graph" in data
+        "cwlVersion" in data
+        or "$graph" in data
         or data.get("class") in ("CommandLineTool", "Workflow")
     )
 
@@ -68,8 +69,9 @@ def fetch_package(href: str) -> str:
     try:
         with httpx.stream("GET", href, timeout=30.0, follow_redirects=True) as response:
             if response.status_code >= 400:
-                raise MaapError(400, f"could not fetch the package from {href}: HTTP "
-                                     f"{response.status_code}")
+                raise MaapError(
+                    400, f"could not fetch the package from {href}: HTTP {response.status_code}"
+                )
             body = b""
             for chunk in response.iter_bytes():
                 body += chunk
@@ -86,8 +88,10 @@ def package_from_ogc_body(raw: bytes, content_type: str | None) -> Package:
     if media in CWL_TYPES or media in YAML_TYPES or media.endswith("+yaml"):
         return package_from_text(raw.decode(errors="replace"))
     if not raw.strip():
-        raise MaapError(400, "the request body is empty; send {\"executionUnit\": {\"href\": …}} "
-                             "or {\"cwlRawText\": …}")
+        raise MaapError(
+            400,
+            'the request body is empty; send {"executionUnit": {"href": …}} or {"cwlRawText": …}',
+        )
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -107,13 +111,16 @@ def package_from_ogc_body(raw: bytes, content_type: str | None) -> Package:
         value = unit["value"]
         return package_from_text(value if isinstance(value, str) else json.dumps(value))
     if unit is not None:
-        raise MaapError(400, "executionUnit must be {\"href\": \"<URL of the CWL file>\"}")
+        raise MaapError(400, 'executionUnit must be {"href": "<URL of the CWL file>"}')
     if _is_cwl(body):
         return package_from_text(raw.decode())
     if "algorithm_name" in body or "algo_name" in body:
         return Package(parse_registration(body), raw.decode(errors="replace"), "application/json")
-    raise MaapError(400, "send {\"executionUnit\": {\"href\": …}} or {\"cwlRawText\": …} (CWL), or "
-                         "a MAAP algorithm YAML as JSON")
+    raise MaapError(
+        400,
+        'send {"executionUnit": {"href": …}} or {"cwlRawText": …} (CWL), or '
+        "a MAAP algorithm YAML as JSON",
+    )
 
 
 def legacy_mapping(raw: bytes, form: dict[str, Any] | None) -> dict[str, Any]:
@@ -147,14 +154,16 @@ def legacy_mapping(raw: bytes, form: dict[str, Any] | None) -> dict[str, Any]:
         raise MaapError(400, "the registration must be a JSON object of algorithm fields")
     if "algorithm_params" in data and "inputs" not in data:
         params = data.pop("algorithm_params") or []
-        data["inputs"] = [{"name": p.get("field") or p.get("name"), "download": p.get("download")}
-                          for p in params if isinstance(p, dict)]
+        data["inputs"] = [
+            {"name": p.get("field") or p.get("name"), "download": p.get("download")}
+            for p in params
+            if isinstance(p, dict)
+        ]
     return data
 
 
 def check_owner(services: Services, algorithm: Algorithm, user: str) -> None:
-    if (services.settings.auth and algorithm.owner != user
-            and not services.identity.is_admin(user)):
+    if services.settings.auth and algorithm.owner != user and not services.identity.is_admin(user):
         raise Forbidden(f"process {algorithm.process_id} belongs to {algorithm.owner}")
 
 
@@ -163,6 +172,10 @@ def check_registration_queue(services: Services, spec: AlgorithmSpec, user: str)
     queue = services.settings.queue(spec.queue) if spec.queue else None
     if queue is None and spec.queue and spec.queue.startswith("maap-"):
         queue = services.settings.queue(spec.queue.removeprefix("maap-"))
-    if (queue is not None and services.settings.auth and not queue.guest
-            and services.identity.is_guest(user)):
+    if (
+        queue is not None
+        and services.settings.auth
+        and not queue.guest
+        and services.identity.is_guest(user)
+    ):
         raise MaapError(400, f"User {user} does not have access to queue {queue.name}")

@@ -33,7 +33,7 @@ def _string(body: dict[str, Any], key: str, limit: int) -> str:
 async def _body(request: Request) -> dict[str, Any]:
     body = decode_json_body(await request.body(), "secret")
     if not isinstance(body, dict):
-        raise MaapError(400, "send {\"secret_name\": …, \"secret_value\": …}")
+        raise MaapError(400, 'send {"secret_name": …, "secret_value": …}')
     return body
 
 
@@ -54,9 +54,12 @@ async def add_secret(request: Request) -> dict[str, Any]:
     try:
         services.secrets.add(user, name, value)
     except Conflict:
-        raise MaapError(400, f"Secret already exists with name {name}. Please delete and "
-                             f"re-create the secret, or update it with PUT "
-                             f"/api/members/self/secrets/{name}") from None
+        raise MaapError(
+            400,
+            f"Secret already exists with name {name}. Please delete and "
+            f"re-create the secret, or update it with PUT "
+            f"/api/members/self/secrets/{name}",
+        ) from None
     return {"secret_name": name}
 
 
@@ -78,8 +81,9 @@ async def update_secret(name: str, request: Request) -> dict[str, Any]:
     user = current_user(request)
     body = await _body(request)
     if body.get("secret_name") not in (None, name):
-        raise MaapError(400, f"secret_name {body['secret_name']!r} does not match the path "
-                             f"({name!r})")
+        raise MaapError(
+            400, f"secret_name {body['secret_name']!r} does not match the path ({name!r})"
+        )
     value = _string(body, "secret_value", MAX_VALUE)
     services.secrets.add(user, name, value, replace=True)
     return {"secret_name": name}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from opendps.api.deps import base_url, current_user, services_of
-from opendps.api.maap import documents, xml
+from opendps.api.maap import documents, legacy, xml
 from opendps.api.maap.common import (
     MaapError,
     check_queue,
@@ -40,7 +40,7 @@ def _xml(body: str, status: int = 200) -> Response:
 def capabilities(request: Request) -> Response:
     services = services_of(request)
     algorithms = services.algorithms.list(limit=10000).items
-    return _xml(xml.capabilities(documents.wps_process(a) for a in algorithms))
+    return _xml(xml.capabilities(legacy.wps_process(a) for a in algorithms))
 
 
 @router.post("/api/dps/job")
@@ -60,9 +60,14 @@ async def execute(request: Request) -> Response:
     check_queue(services, queue, user)
     priority = parse_int(settings["priority"], "priority", low=0, high=9)
     job = services.jobs.submit(
-        Submission(process_id=algorithm.process_id, inputs=inputs, queue=queue,
-                   priority=5 if priority is None else priority, tags=tags,
-                   dedup=parse_bool(settings["dedup"], "dedup")),
+        Submission(
+            process_id=algorithm.process_id,
+            inputs=inputs,
+            queue=queue,
+            priority=5 if priority is None else priority,
+            tags=tags,
+            dedup=parse_bool(settings["dedup"], "dedup"),
+        ),
         owner=user,
     )
     return _xml(xml.status_info(job.id, WPS[job.status]))
@@ -72,7 +77,7 @@ async def execute(request: Request) -> Response:
 def describe_process(algo_id: str, request: Request) -> Response:
     services = services_of(request)
     algorithm = services.algorithms.get(algo_id.removeprefix("job-"))
-    return _xml(xml.process_offerings([documents.wps_process(algorithm)]))
+    return _xml(xml.process_offerings([legacy.wps_process(algorithm)]))
 
 
 @router.get("/api/dps/job/list")
@@ -104,8 +109,12 @@ def _legacy_list(request: Request, username: str | None) -> dict[str, Any]:
     offset = parse_int(params.get("offset"), "offset", low=0) or 0
     details = parse_bool(params.get("get_job_details"), "get_job_details", default=True)
     filters = JobFilters(
-        owner=owner, statuses=statuses, algorithm=algorithm, version=version,
-        queue=params.get("queue") or None, tag=params.get("tag") or None,
+        owner=owner,
+        statuses=statuses,
+        algorithm=algorithm,
+        version=version,
+        queue=params.get("queue") or None,
+        tag=params.get("tag") or None,
         priority=parse_int(params.get("priority"), "priority", low=0, high=9),
         created_after=parse_time(params.get("start_time"), "start_time"),
         finished_after=parse_time(params.get("end_time"), "end_time"),
@@ -114,7 +123,7 @@ def _legacy_list(request: Request, username: str | None) -> dict[str, Any]:
         return {"status": 200, "jobs": [], "numberMatched": 0}
     page = services.jobs.list(filters, limit=limit, offset=offset)
     base = base_url(request)
-    jobs = [documents.legacy_job(services, job, base, user, details) for job in page.items]
+    jobs = [legacy.legacy_job(services, job, base, user, details) for job in page.items]
     return {"status": 200, "jobs": jobs, "numberMatched": page.number_matched}
 
 
@@ -135,7 +144,7 @@ def job_status(job_id: str, request: Request) -> Response:
 def job_metrics(job_id: str, request: Request) -> Response:
     services = services_of(request)
     job = services.jobs.get(job_id, user=current_user(request))
-    return _xml(xml.metrics(documents.legacy_metrics(job)))
+    return _xml(xml.metrics(legacy.legacy_metrics(job)))
 
 
 @router.get("/api/dps/job/{job_id}")

@@ -106,8 +106,12 @@ class ProcessInfo:
 def process_offerings(processes: Iterable[ProcessInfo]) -> str:
     root = ET.Element(_w("ProcessOfferings"))
     for info in processes:
-        offering = _child(root, _w("ProcessOffering"), jobControlOptions="async-execute dismiss",
-                          outputTransmission="value reference")
+        offering = _child(
+            root,
+            _w("ProcessOffering"),
+            jobControlOptions="async-execute dismiss",
+            outputTransmission="value reference",
+        )
         process = _child(offering, _w("Process"))
         _child(process, _o("Title"), info.title)
         _child(process, _o("Abstract"), info.description)
