@@ -542,6 +542,61 @@ def test_unknown_routes_and_unavailable_services_answer_json(api: TestClient) ->
     assert aws.status_code == 501 and "opendps" in aws.json()["message"]
 
 
+JUNK_BODIES = [
+    b"",
+    b"null",
+    b"[]",
+    b"<x>",
+    b"\xff\xfe",
+    b'{"inputs": [1], "queue": {"a": 1}}',
+    b'{"executionUnit": 3, "secret_name": 1}',
+    b'{"algorithm_name": {"a": 1}}',
+]
+
+
+def test_junk_never_answers_500(api: TestClient) -> None:
+    from opendps.api.maap import config, jobs, mas, members, processes, secrets, wps
+
+    register(api)
+    job_id = submit(api, "demo:main").json()["jobID"]
+    paths = [
+        r.path
+        for m in (config, processes, jobs, wps, mas, secrets, members)
+        for r in m.router.routes
+    ]
+    for path in paths:
+        for name in (
+            "{process_id}",
+            "{job_id}",
+            "{name}",
+            "{algo_id}",
+            "{deployment_id}",
+            "{username}",
+            "{ade_host:path}",
+            "{endpoint_uri:path}",
+            "{bucket}",
+            "{key:path}",
+            "{rest:path}",
+        ):
+            path = path.replace(name, job_id if "job" in name else "demo:main")
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            for body in JUNK_BODIES:
+                for query in ("", "?limit=-1&minDuration=nan&getJobDetails=2&datetime=a/b"):
+                    response = api.request(
+                        method,
+                        path + query,
+                        content=body,
+                        headers={"Content-Type": "application/json"},
+                    )
+                    assert response.status_code < 500 or response.status_code == 501, (
+                        method,
+                        path,
+                        body,
+                        response.text,
+                    )
+                    assert "Traceback" not in response.text
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

@@ -74,11 +74,13 @@ def spec_from_cwl(text: str, media: str, *, workflow: str | None = None) -> Algo
     """Parse, validate and describe a CWL application package of the given media type."""
     data = _load(text)
     overrides: dict[str, Any] = {}
+    source: str | None = text  # validated as posted, so that errors give its line numbers
     if media == "application/ogcapppkg+json" or "executionUnit" in data:
         data, overrides = unwrap_app_package(data)
+        source = None
     document = json.loads(json.dumps(data, default=str))  # YAML dates etc. -> plain JSON
     entry = select_entry(document, workflow)
-    normalised = validate_cwl(document, entry.get("id"))
+    normalised = validate_cwl(document, entry.get("id"), source)
     return _spec(document, entry, normalised, overrides)
 
 
@@ -194,9 +196,11 @@ def select_entry(document: dict[str, Any], workflow: str | None) -> dict[str, An
 # -- validation with cwltool ------------------------------------------------------------------
 
 
-def validate_cwl(document: dict[str, Any], entry_id: str | None) -> dict[str, Any]:
-    """Load the document with cwltool (schema and references checked); answers the
-    entry point in cwltool's normalised form (full ids, expanded types)."""
+def validate_cwl(document: dict[str, Any], entry_id: str | None, source: str | None = None
+                 ) -> dict[str, Any]:
+    """Load the document (``source``: its text as written, else it is dumped as YAML) with
+    cwltool, which checks the schema and every reference; answers the entry point in
+    cwltool's normalised form (full ids, expanded types)."""
     try:
         from cwltool.context import LoadingContext
         from cwltool.load_tool import load_tool
@@ -207,7 +211,8 @@ def validate_cwl(document: dict[str, Any], entry_id: str | None) -> dict[str, An
         ) from None
     with tempfile.TemporaryDirectory(prefix="dps-cwl-") as folder:
         path = Path(folder) / "package.cwl"
-        path.write_text(json.dumps(document))
+        path.write_text(source if source is not None else
+                        yaml.safe_dump(document, sort_keys=False))
         uri = path.as_uri() + (f"#{_bare(entry_id)}" if entry_id else "")
         context = LoadingContext({"construct_tool_object": default_make_tool,
                                   "disable_js_validation": True})
@@ -215,9 +220,9 @@ def validate_cwl(document: dict[str, Any], entry_id: str | None) -> dict[str, An
             with _VALIDATE_LOCK:
                 tool = load_tool(uri, context)
         except Exception as exc:  # schema-salad / cwltool validation errors
-            message = str(exc).replace(path.as_uri(), "package.cwl").replace(str(path),
-                                                                             "package.cwl")
-            message = re.sub(r"\x1b\[[0-9;]*m", "", message).strip()
+            message = re.sub(r"[^\s'\"]*package\.cwl", "package.cwl", str(exc))
+            message = re.sub(r"\x1b\[[0-9;]*m", "", message)
+            message = re.sub(r"\s+", " ", message).strip()
             raise InvalidSpec(f"the CWL document is invalid: {message}") from None
         return dict(tool.tool)
 

@@ -218,11 +218,11 @@ class JobStore:
         # A running job's duration is its time so far (OGC job list, /req/job-list/duration).
         running = jobs.c.status == JobStatus.RUNNING.value
         if f.min_duration is not None:
-            since = utcnow() - timedelta(seconds=f.min_duration)
+            since = utcnow() - timedelta(seconds=min(f.min_duration, 1e9))
             where.append(sa.or_(jobs.c.duration >= f.min_duration,
                                 sa.and_(running, jobs.c.started <= since)))
         if f.max_duration is not None:
-            since = utcnow() - timedelta(seconds=f.max_duration)
+            since = utcnow() - timedelta(seconds=min(f.max_duration, 1e9))
             where.append(sa.or_(jobs.c.duration <= f.max_duration,
                                 sa.and_(running, jobs.c.started >= since)))
         if f.job_ids:

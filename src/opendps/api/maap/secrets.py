@@ -50,6 +50,8 @@ async def add_secret(request: Request) -> dict[str, Any]:
     user = current_user(request)
     body = await _body(request)
     name = _string(body, "secret_name", MAX_NAME)
+    if "/" in name or not name.isprintable():
+        raise MaapError(400, "secret_name must be printable and must not contain '/'")
     value = _string(body, "secret_value", MAX_VALUE)
     try:
         services.secrets.add(user, name, value)

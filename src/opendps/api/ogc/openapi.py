@@ -219,6 +219,15 @@ OPERATIONS: dict[tuple[str, str], tuple[str, dict[str, Any], tuple[int, ...]]] =
                     "schema": {}}, **ANY}},
         "204": {"description": "results by reference (Link headers)", "headers": LINKS},
         "303": {"description": "the output lives elsewhere"}}, (400, 404)),
+    ("get", "/jobs/{job_id}/logs"): ("getLogs", {
+        "200": {"description": "stdout and stderr; with follow=true a server-sent event stream",
+                "content": {JSON: {"schema": {"type": "object", "properties": {
+                    "stdout": {"type": "string"}, "stderr": {"type": "string"}}}},
+                    "text/event-stream": {"schema": {"type": "object", "properties": {
+                        "event": {"type": "string", "enum": ["stdout", "stderr", "end"]},
+                        "data": {"type": "string"}}}}}}}, (400, 404)),
+    ("get", "/jobs/{job_id}/outputs/{path}"): ("getOutputFile", {
+        "200": {"description": "the file's bytes", "content": ANY}}, (400, 404)),
     ("get", "/jobs/{job_id}/results/{output_id}"): ("getResultOutput", {
         "200": {"description": "the output's value", "content": ANY},
         "303": {"description": "the output lives elsewhere"}}, (400, 404)),
