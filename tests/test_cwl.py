@@ -178,8 +178,7 @@ def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(http: httpx.Client, process: str, inputs: dict, timeout: float = 90) -> dict:
-    answer = http.post(f"/processes/{process}/execution", json={"inputs": inputs},
-                       headers=ASYNC)
+    answer = http.post(f"/processes/{process}/execution", json={"inputs": inputs}, headers=ASYNC)
     assert answer.status_code == 201, answer.text
     return wait_job(http, answer.json()["jobID"], timeout)
 
@@ -222,17 +221,19 @@ def test_builtins_refuse_undeploy_with_403(http: httpx.Client) -> None:
 
 
 def test_invalid_packages_are_400_naming_the_cwl_error(http: httpx.Client) -> None:
-    broken = TOOL.replace("type: int\n", "type: integer-ish\n").replace("prefix-lines",
-                                                                         "broken-tool")
+    broken = TOOL.replace("type: int\n", "type: integer-ish\n").replace(
+        "prefix-lines", "broken-tool"
+    )
     body = assert_exception(http.post("/processes", content=broken, headers=CWL_YAML), 400)
     assert "integer-ish" in body["detail"]
-    unknown_source = APP_PACKAGE.replace("in: {report: detect/report}",
-                                         "in: {report: detect/nothing}")
-    body = assert_exception(http.post("/processes", content=unknown_source, headers=CWL_YAML),
-                            400)
+    unknown_source = APP_PACKAGE.replace(
+        "in: {report: detect/report}", "in: {report: detect/nothing}"
+    )
+    body = assert_exception(http.post("/processes", content=unknown_source, headers=CWL_YAML), 400)
     assert "detect/nothing" in body["detail"]
-    body = assert_exception(http.post("/processes", content="cwlVersion: v1.2\nclass: Nope\n",
-                                      headers=CWL_YAML), 400)
+    body = assert_exception(
+        http.post("/processes", content="cwlVersion: v1.2\nclass: Nope\n", headers=CWL_YAML), 400
+    )
     assert "Nope" in body["detail"]
 
 
@@ -267,8 +268,11 @@ def test_package_is_the_body_as_deployed(http: httpx.Client, tool: str) -> None:
 
 
 def test_execute_commandlinetool(http: httpx.Client, tool: str, text_file: Path) -> None:
-    info = run(http, tool, {"infile": {"href": text_file.as_uri(), "type": "text/plain"},
-                            "message": ">", "lines": 2})
+    info = run(
+        http,
+        tool,
+        {"infile": {"href": text_file.as_uri(), "type": "text/plain"}, "message": ">", "lines": 2},
+    )
     assert info["status"] == "successful", info
     assert_valid(STATUS_INFO, info)
     # No container engine here: DockerRequirement went to hints, and the job says so.
@@ -278,14 +282,17 @@ def test_execute_commandlinetool(http: httpx.Client, tool: str, text_file: Path)
     assert http.get(results["result"]["href"]).text == "> roses\n> violets\n"
     staged = {o["path"] for o in http.get(f"/jobs/{info['jobID']}/outputs").json()["outputs"]}
     assert {"result.txt", "_results.json", "_stderr.txt"} <= staged
-    assert "Final process status is success" in http.get(
-        f"/jobs/{info['jobID']}/logs").json()["stderr"]
+    assert (
+        "Final process status is success"
+        in http.get(f"/jobs/{info['jobID']}/logs").json()["stderr"]
+    )
     metrics = http.get(f"/jobs/{info['jobID']}/metrics").json()
     assert metrics["localize"]["files"] == 1 and metrics["exit_code"] == 0
 
 
-def test_execute_localizes_http_inputs(http: httpx.Client, tool: str, http_files: HttpFiles
-                                       ) -> None:
+def test_execute_localizes_http_inputs(
+    http: httpx.Client, tool: str, http_files: HttpFiles
+) -> None:
     http_files.add("remote.txt", b"one\ntwo\nthree\n")
     info = run(http, tool, {"infile": http_files.url("remote.txt"), "message": "#"})
     assert info["status"] == "successful", info
@@ -296,11 +303,14 @@ def test_execute_localizes_http_inputs(http: httpx.Client, tool: str, http_files
 
 def test_execute_validates_inputs(http: httpx.Client, tool: str, text_file: Path) -> None:
     execute = f"/processes/{tool}/execution"
-    for inputs in ({"message": "x"},  # infile missing
-                   {"infile": text_file.as_uri(), "message": "x", "lines": "many"},
-                   {"infile": text_file.as_uri(), "message": "x", "colour": "red"}):
-        assert_exception(http.post(execute, json={"inputs": inputs}), 400,
-                         OGC + "invalid-parameter-value")
+    for inputs in (
+        {"message": "x"},  # infile missing
+        {"infile": text_file.as_uri(), "message": "x", "lines": "many"},
+        {"infile": text_file.as_uri(), "message": "x", "colour": "red"},
+    ):
+        assert_exception(
+            http.post(execute, json={"inputs": inputs}), 400, OGC + "invalid-parameter-value"
+        )
 
 
 def test_eo_application_package(http: httpx.Client, text_file: Path) -> None:
@@ -313,8 +323,11 @@ def test_eo_application_package(http: httpx.Client, text_file: Path) -> None:
     assert description["inputs"]["bands"]["schema"] == {"type": "string"}
     assert description["inputs"]["threshold"]["schema"]["type"] == "number"
     assert set(description["outputs"]) == {"stac_catalog", "report"}
-    info = run(http, "water-bodies", {"scene": {"href": text_file.as_uri()},
-                                      "threshold": 0.7, "bands": ["green", "nir"]})
+    info = run(
+        http,
+        "water-bodies",
+        {"scene": {"href": text_file.as_uri()}, "threshold": 0.7, "bands": ["green", "nir"]},
+    )
     assert info["status"] == "successful", http.get(f"/jobs/{info['jobID']}/logs").json()
     warning = " ".join(info["warnings"])
     assert "ghcr.io/example/detect:1.0" in warning and "ghcr.io/example/stac:1.0" in warning
@@ -346,8 +359,11 @@ def test_replace_is_204_and_takes_effect(http: httpx.Client, tool: str) -> None:
     other = TOOL.replace("0.1.0", "0.2.0")
     body = assert_exception(http.put(f"/processes/{tool}", content=other, headers=CWL_YAML), 400)
     assert "0.2.0" in body["detail"]
-    assert_exception(http.put("/processes/nothing-here", content=TOOL, headers=CWL_YAML), 404,
-                     OGC + "no-such-process")
+    assert_exception(
+        http.put("/processes/nothing-here", content=TOOL, headers=CWL_YAML),
+        404,
+        OGC + "no-such-process",
+    )
 
 
 def test_undeploy_is_204_and_refused_while_jobs_run(http: httpx.Client) -> None:
@@ -367,39 +383,59 @@ def test_undeploy_is_204_and_refused_while_jobs_run(http: httpx.Client) -> None:
 # -- other ways in ----------------------------------------------------------------------------
 
 
-def test_ogc_application_package_by_reference_and_inline(http: httpx.Client, tmp_path: Path,
-                                                         http_files: HttpFiles) -> None:
+def test_ogc_application_package_by_reference_and_inline(
+    http: httpx.Client, tmp_path: Path, http_files: HttpFiles
+) -> None:
     http_files.add("app.cwl", TOOL.replace("prefix-lines", "by-ref").encode())
     package = {"executionUnit": {"href": http_files.url("app.cwl"), "type": "application/cwl"}}
-    answer = http.post("/processes", json=package,
-                       headers={"Content-Type": "application/ogcapppkg+json"})
+    answer = http.post(
+        "/processes", json=package, headers={"Content-Type": "application/ogcapppkg+json"}
+    )
     assert answer.status_code == 201, answer.text
     assert answer.json()["id"] == "by-ref:0.1.0"
     assert http.get("/processes/by-ref/package").json() == package
     inline = {
-        "processDescription": {"process": {"id": "inline-tool", "version": "2.0.0",
-                                           "title": "Inline", "jobControlOptions": [
-                                               "sync-execute", "async-execute"]}},
-        "executionUnit": {"value": json.loads(json.dumps(__import__("yaml").safe_load(TOOL))),
-                          "mediaType": "application/cwl+json"},
+        "processDescription": {
+            "process": {
+                "id": "inline-tool",
+                "version": "2.0.0",
+                "title": "Inline",
+                "jobControlOptions": ["sync-execute", "async-execute"],
+            }
+        },
+        "executionUnit": {
+            "value": json.loads(json.dumps(__import__("yaml").safe_load(TOOL))),
+            "mediaType": "application/cwl+json",
+        },
     }
-    answer = http.post("/processes", json=inline,
-                       headers={"Content-Type": "application/ogcapppkg+json"})
+    answer = http.post(
+        "/processes", json=inline, headers={"Content-Type": "application/ogcapppkg+json"}
+    )
     assert answer.status_code == 201, answer.text
     summary = http.get("/processes/inline-tool:2.0.0").json()
     assert summary["title"] == "Inline"
     assert summary["jobControlOptions"] == ["sync-execute", "async-execute"]
     docker = {"executionUnit": {"type": "docker", "image": "example/x:1"}}
-    assert_exception(http.post("/processes", json=docker,
-                               headers={"Content-Type": "application/ogcapppkg+json"}), 400)
+    assert_exception(
+        http.post(
+            "/processes", json=docker, headers={"Content-Type": "application/ogcapppkg+json"}
+        ),
+        400,
+    )
 
 
-def test_synchronous_cwl_execution_when_the_package_allows_it(http: httpx.Client,
-                                                              text_file: Path) -> None:
+def test_synchronous_cwl_execution_when_the_package_allows_it(
+    http: httpx.Client, text_file: Path
+) -> None:
     started = time.monotonic()
-    answer = http.post("/processes/inline-tool:2.0.0/execution", json={
-        "inputs": {"infile": text_file.as_uri(), "message": "*", "lines": 1},
-        "outputs": {"result": {}}, "response": "raw"})
+    answer = http.post(
+        "/processes/inline-tool:2.0.0/execution",
+        json={
+            "inputs": {"infile": text_file.as_uri(), "message": "*", "lines": 1},
+            "outputs": {"result": {}},
+            "response": "raw",
+        },
+    )
     if answer.status_code == 404:
         pytest.skip("needs test_ogc_application_package_by_reference_and_inline")
     assert answer.status_code == 200, answer.text
@@ -412,7 +448,9 @@ def test_cwl_sent_as_plain_yaml_is_recognised(http: httpx.Client) -> None:
     text = TOOL.replace("prefix-lines", "yaml-tool")
     answer = http.post("/processes", content=text, headers={"Content-Type": "application/yaml"})
     assert answer.status_code == 201, answer.text
-    replaced = http.put("/processes/yaml-tool", content=text,
-                        headers={"Content-Type": "application/yaml",
-                                 "Prefer": "return=representation"})
+    replaced = http.put(
+        "/processes/yaml-tool",
+        content=text,
+        headers={"Content-Type": "application/yaml", "Prefer": "return=representation"},
+    )
     assert replaced.status_code == 200 and replaced.json()["id"] == "yaml-tool:0.1.0"

@@ -24,27 +24,53 @@ from opendps.service.packages import parse_package
 from tests.test_cwl import APP_PACKAGE, TOOL
 
 
-@pytest.mark.parametrize(("cwl_type", "schema", "optional", "many"), [
-    ("boolean", {"type": "boolean"}, False, False),
-    ("long", {"type": "integer", "format": "int64"}, False, False),
-    ("double", {"type": "number", "format": "double"}, False, False),
-    (["null", "string"], {"type": "string"}, True, False),
-    ({"type": "array", "items": "File"}, {"type": "string", "format": "uri"}, False, True),
-    (["null", {"type": "array", "items": "int"}], {"type": "integer", "format": "int32"}, True,
-     True),
-    ({"type": "array", "items": {"type": "array", "items": "float"}},
-     {"type": "array", "items": {"type": "number", "format": "float"}}, False, True),
-    ({"type": "enum", "symbols": ["file:///p.cwl#main/mode/fast", "file:///p.cwl#main/mode/slow"]},
-     {"type": "string", "enum": ["fast", "slow"]}, False, False),
-    ({"type": "record", "fields": [{"name": "#main/r/x", "type": "int"}]},
-     {"type": "object", "properties": {"x": {"type": "integer", "format": "int32"}}}, False,
-     False),
-    (["int", "string"], {"oneOf": [{"type": "integer", "format": "int32"}, {"type": "string"}]},
-     False, False),
-    ("Any", {}, False, False),
-])
-def test_cwl_types_map_to_ogc_schemas(cwl_type: object, schema: dict, optional: bool,
-                                      many: bool) -> None:
+@pytest.mark.parametrize(
+    ("cwl_type", "schema", "optional", "many"),
+    [
+        ("boolean", {"type": "boolean"}, False, False),
+        ("long", {"type": "integer", "format": "int64"}, False, False),
+        ("double", {"type": "number", "format": "double"}, False, False),
+        (["null", "string"], {"type": "string"}, True, False),
+        ({"type": "array", "items": "File"}, {"type": "string", "format": "uri"}, False, True),
+        (
+            ["null", {"type": "array", "items": "int"}],
+            {"type": "integer", "format": "int32"},
+            True,
+            True,
+        ),
+        (
+            {"type": "array", "items": {"type": "array", "items": "float"}},
+            {"type": "array", "items": {"type": "number", "format": "float"}},
+            False,
+            True,
+        ),
+        (
+            {
+                "type": "enum",
+                "symbols": ["file:///p.cwl#main/mode/fast", "file:///p.cwl#main/mode/slow"],
+            },
+            {"type": "string", "enum": ["fast", "slow"]},
+            False,
+            False,
+        ),
+        (
+            {"type": "record", "fields": [{"name": "#main/r/x", "type": "int"}]},
+            {"type": "object", "properties": {"x": {"type": "integer", "format": "int32"}}},
+            False,
+            False,
+        ),
+        (
+            ["int", "string"],
+            {"oneOf": [{"type": "integer", "format": "int32"}, {"type": "string"}]},
+            False,
+            False,
+        ),
+        ("Any", {}, False, False),
+    ],
+)
+def test_cwl_types_map_to_ogc_schemas(
+    cwl_type: object, schema: dict, optional: bool, many: bool
+) -> None:
     assert type_schema(cwl_type) == (schema, optional, many)
 
 
@@ -53,8 +79,11 @@ def test_commandlinetool_spec() -> None:
     assert (spec.name, spec.version, spec.source_format) == ("prefix-lines", "0.1.0", "cwl")
     assert spec.docker_container_url == "python:3.12-slim"
     kinds = {i.name: (i.kind, i.data_type, i.mandatory) for i in spec.inputs}
-    assert kinds == {"infile": ("file", None, True), "message": ("config", "string", True),
-                     "lines": ("config", "integer", False)}
+    assert kinds == {
+        "infile": ("file", None, True),
+        "message": ("config", "string", True),
+        "lines": ("config", "integer", False),
+    }
     assert spec.cwl["entry"] == "prefix-lines"
     assert spec.ogc["keywords"] == ["text", "demo"]
     assert "jobControlOptions" not in spec.ogc  # registered processes' default applies
@@ -72,8 +101,13 @@ def test_app_package_spec_picks_the_workflow() -> None:
 
 
 def test_entry_point_choice() -> None:
-    graph = {"$graph": [{"class": "Workflow", "id": "a"}, {"class": "Workflow", "id": "b"},
-                        {"class": "CommandLineTool", "id": "t"}]}
+    graph = {
+        "$graph": [
+            {"class": "Workflow", "id": "a"},
+            {"class": "Workflow", "id": "b"},
+            {"class": "CommandLineTool", "id": "t"},
+        ]
+    }
     with pytest.raises(WorkflowNotFound, match=r"\?w="):
         select_entry(graph, None)
     assert select_entry(graph, "#b")["id"] == "b"
@@ -99,13 +133,19 @@ def test_ogc_application_packages(tmp_path: Path) -> None:
     path.write_text(TOOL)
     document, overrides = unwrap_app_package({"executionUnit": {"href": path.as_uri()}})
     assert document["id"] == "prefix-lines" and overrides == {}
-    document, overrides = unwrap_app_package({
-        "executionUnit": [{"unit": yaml.safe_load(TOOL)}],
-        "processDescription": {"id": "renamed", "version": "9.0.0"}})
+    document, overrides = unwrap_app_package(
+        {
+            "executionUnit": [{"unit": yaml.safe_load(TOOL)}],
+            "processDescription": {"id": "renamed", "version": "9.0.0"},
+        }
+    )
     assert overrides["id"] == "renamed"
-    spec = spec_from_cwl(json.dumps({"executionUnit": {"value": TOOL},
-                                     "processDescription": {"process": {"id": "renamed"}}}),
-                         "application/ogcapppkg+json")
+    spec = spec_from_cwl(
+        json.dumps(
+            {"executionUnit": {"value": TOOL}, "processDescription": {"process": {"id": "renamed"}}}
+        ),
+        "application/ogcapppkg+json",
+    )
     assert spec.process_id == "renamed:0.1.0"
     with pytest.raises(InvalidSpec, match="Docker"):
         unwrap_app_package({"executionUnit": {"type": "docker", "image": "x"}})
@@ -113,8 +153,10 @@ def test_ogc_application_packages(tmp_path: Path) -> None:
 
 def test_yaml_and_json_registrations_holding_cwl_are_recognised() -> None:
     assert parse_package(TOOL, "application/yaml").spec.source_format == "cwl"
-    assert parse_package(json.dumps(yaml.safe_load(TOOL)), "application/json"
-                         ).media_type == "application/json"
+    assert (
+        parse_package(json.dumps(yaml.safe_load(TOOL)), "application/json").media_type
+        == "application/json"
+    )
 
 
 def test_docker_requirements_move_to_hints() -> None:
@@ -123,11 +165,15 @@ def test_docker_requirements_move_to_hints() -> None:
     assert moved == ["ghcr.io/example/detect:1.0", "ghcr.io/example/stac:1.0"]
     detect, stac = document["$graph"][1], document["$graph"][2]
     assert "DockerRequirement" not in detect["requirements"]
-    assert detect["hints"] == [{"class": "DockerRequirement",
-                                "dockerPull": "ghcr.io/example/detect:1.0"}]
+    assert detect["hints"] == [
+        {"class": "DockerRequirement", "dockerPull": "ghcr.io/example/detect:1.0"}
+    ]
     assert [r["class"] for r in stac["requirements"]] == ["InitialWorkDirRequirement"]
-    as_map = {"class": "CommandLineTool", "requirements": {"DockerRequirement": {
-        "dockerPull": "x"}}, "hints": {"ResourceRequirement": {}}}
+    as_map = {
+        "class": "CommandLineTool",
+        "requirements": {"DockerRequirement": {"dockerPull": "x"}},
+        "hints": {"ResourceRequirement": {}},
+    }
     assert move_docker_to_hints(as_map) == ["x"]
     assert as_map["hints"] == {"ResourceRequirement": {}, "DockerRequirement": {"dockerPull": "x"}}
     assert move_docker_to_hints(as_map) == []
@@ -136,10 +182,14 @@ def test_docker_requirements_move_to_hints() -> None:
 def test_job_order_points_at_localized_files(tmp_path: Path) -> None:
     spec = spec_from_cwl(APP_PACKAGE, "application/cwl+yaml")
     work = WorkDir(tmp_path)
-    order = job_order(spec, {"scene": "https://host/data/scene.tif", "threshold": 0.2,
-                             "bands": ["a"]}, work)
-    assert order == {"scene": {"class": "File", "path": str(tmp_path / "input" / "scene.tif")},
-                     "threshold": 0.2, "bands": ["a"]}
+    order = job_order(
+        spec, {"scene": "https://host/data/scene.tif", "threshold": 0.2, "bands": ["a"]}, work
+    )
+    assert order == {
+        "scene": {"class": "File", "path": str(tmp_path / "input" / "scene.tif")},
+        "threshold": 0.2,
+        "bands": ["a"],
+    }
 
 
 def test_results_document_links_staged_files(tmp_path: Path) -> None:
@@ -150,8 +200,7 @@ def test_results_document_links_staged_files(tmp_path: Path) -> None:
     (output / "loose").mkdir()
     (output / "loose" / "1.tif").write_text("x")
     outputs = {
-        "file": {"class": "File", "location": (output / "a b.txt").as_uri(),
-                 "basename": "a b.txt"},
+        "file": {"class": "File", "location": (output / "a b.txt").as_uri(), "basename": "a b.txt"},
         "catalog": {"class": "Directory", "location": (output / "cat").as_uri()},
         "folder": {"class": "Directory", "path": str(output / "loose")},
         "count": 3,
@@ -160,8 +209,11 @@ def test_results_document_links_staged_files(tmp_path: Path) -> None:
     }
     assert results_document(outputs, output) == {
         "file": {"href": "a%20b.txt", "type": "text/plain", "title": "a b.txt"},
-        "catalog": {"href": "cat/catalog.json", "type": "application/json",
-                    "title": "catalog.json"},
+        "catalog": {
+            "href": "cat/catalog.json",
+            "type": "application/json",
+            "title": "catalog.json",
+        },
         "folder": [{"href": "loose/1.tif", "type": "image/tiff", "title": "1.tif"}],
         "count": 3,
         "record": {"value": {"k": "v"}, "mediaType": "application/json"},

@@ -76,19 +76,26 @@ def exiter(http: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> str:
     repo = tmp_path_factory.mktemp("repos") / "exiter"
     repo.mkdir()
     git(repo, "init", "--quiet", "--initial-branch", "main")
-    commit_files(repo, {"run.sh": "#!/bin/sh\necho \"args: $*\"\n"
-                                  "echo result > output/result.txt\nexit \"$1\"\n"},
-                 executable=["run.sh"])
-    text = algorithm_yaml(repo, name="exiter", version="main",
-                          inputs="  positional:\n  - name: code\n    data_type: int\n")
+    commit_files(
+        repo,
+        {"run.sh": '#!/bin/sh\necho "args: $*"\necho result > output/result.txt\nexit "$1"\n'},
+        executable=["run.sh"],
+    )
+    text = algorithm_yaml(
+        repo,
+        name="exiter",
+        version="main",
+        inputs="  positional:\n  - name: code\n    data_type: int\n",
+    )
     answer = http.post("/processes", content=text, headers={"Content-Type": "application/yaml"})
     assert answer.status_code == 201, answer.text
     wait_build(http, "exiter:main")
     return "exiter:main"
 
 
-def echo(http: httpx.Client, body: dict[str, Any], headers: dict[str, str] | None = None
-         ) -> httpx.Response:
+def echo(
+    http: httpx.Client, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> httpx.Response:
     return http.post("/processes/echo/execution", json=body, headers=headers or {})
 
 
@@ -138,9 +145,15 @@ def test_api_definition_op(http: httpx.Client) -> None:
 
 def test_api_definition_success(http: httpx.Client) -> None:
     document = http.get("/openapi.json").json()
-    for path in ("/", "/conformance", "/processes", "/processes/{process_id}",
-                 "/processes/{process_id}/execution", "/jobs/{job_id}",
-                 "/jobs/{job_id}/results"):
+    for path in (
+        "/",
+        "/conformance",
+        "/processes",
+        "/processes/{process_id}",
+        "/processes/{process_id}/execution",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/results",
+    ):
         assert path in document["paths"], path
 
 
@@ -151,8 +164,15 @@ def test_conformance_op(http: httpx.Client) -> None:
 def test_conformance_success(http: httpx.Client) -> None:
     classes = http.get("/conformance").json()
     assert_valid(CONF_CLASSES, classes)
-    for name in ("core", "ogc-process-description", "json", "oas30", "job-list", "dismiss",
-                 "callback"):
+    for name in (
+        "core",
+        "ogc-process-description",
+        "json",
+        "oas30",
+        "job-list",
+        "dismiss",
+        "callback",
+    ):
         assert CORE + name in classes["conformsTo"]
     assert CORE + "html" not in classes["conformsTo"]  # not implemented, not claimed
 
@@ -220,8 +240,11 @@ def test_process_success(http: httpx.Client) -> None:
 
 def test_process_exception_no_such_process(http: httpx.Client) -> None:
     assert_exception(http.get("/processes/no-such-thing"), 404, OGC + "no-such-process")
-    assert_exception(http.post("/processes/no-such-thing/execution", json={"inputs": {}}),
-                     404, OGC + "no-such-process")
+    assert_exception(
+        http.post("/processes/no-such-thing/execution", json={"inputs": {}}),
+        404,
+        OGC + "no-such-process",
+    )
 
 
 # == Core: creating jobs =======================================================================
@@ -240,8 +263,11 @@ def test_job_creation_auto_execution_mode(http: httpx.Client, exiter: str) -> No
     assert answer.status_code == 201
     assert answer.headers["preference-applied"] == "respond-async"
     # Asynchronous only (a registered algorithm): asynchronous whatever is preferred.
-    answer = http.post(f"/processes/{exiter}/execution", json={"inputs": {"code": 0}},
-                       headers={"Prefer": "respond-sync"})
+    answer = http.post(
+        f"/processes/{exiter}/execution",
+        json={"inputs": {"code": 0}},
+        headers={"Prefer": "respond-sync"},
+    )
     assert answer.status_code == 201
 
 
@@ -261,27 +287,42 @@ def test_job_creation_default_outputs(http: httpx.Client) -> None:
 
 
 def test_job_creation_input_array(http: httpx.Client) -> None:
-    document = echo(http, {"inputs": {"echoInput": "a", "arrayInput": [1, 2, 3]},
-                           "outputs": {"arrayInput": {}}, "response": "document"}).json()
+    document = echo(
+        http,
+        {
+            "inputs": {"echoInput": "a", "arrayInput": [1, 2, 3]},
+            "outputs": {"arrayInput": {}},
+            "response": "document",
+        },
+    ).json()
     assert document == {"arrayInput": [1, 2, 3]}
     assert_exception(echo(http, {"inputs": {"echoInput": "a", "arrayInput": [1, "x"]}}), 400)
 
 
 def test_job_creation_input_inline_bbox(http: httpx.Client) -> None:
     bbox = {"bbox": [51.9, 7.0, 52.0, 7.1], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
-    document = echo(http, {"inputs": {"echoInput": "a", "bboxInput": bbox},
-                           "response": "document"}).json()
+    document = echo(
+        http, {"inputs": {"echoInput": "a", "bboxInput": bbox}, "response": "document"}
+    ).json()
     assert document["bboxInput"] == bbox
     assert_valid(RESULTS, document)
-    assert_exception(echo(http, {"inputs": {"echoInput": "a", "bboxInput": {"bbox": [1, 2]}}}),
-                     400)
+    assert_exception(echo(http, {"inputs": {"echoInput": "a", "bboxInput": {"bbox": [1, 2]}}}), 400)
 
 
 def test_job_creation_input_inline_binary(http: httpx.Client) -> None:
-    value = {"value": base64.b64encode(TIFF).decode(), "mediaType": "image/tiff",
-             "encoding": "base64"}
-    answer = echo(http, {"inputs": {"echoInput": "a", "binaryInput": value},
-                         "outputs": {"binaryInput": {}}, "response": "raw"})
+    value = {
+        "value": base64.b64encode(TIFF).decode(),
+        "mediaType": "image/tiff",
+        "encoding": "base64",
+    }
+    answer = echo(
+        http,
+        {
+            "inputs": {"echoInput": "a", "binaryInput": value},
+            "outputs": {"binaryInput": {}},
+            "response": "raw",
+        },
+    )
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "image/tiff"
     assert answer.content == TIFF
@@ -289,15 +330,27 @@ def test_job_creation_input_inline_binary(http: httpx.Client) -> None:
 
 def test_job_creation_input_inline_mixed(http: httpx.Client) -> None:
     for value in ({"value": {"a": 1}}, "just a string"):
-        document = echo(http, {"inputs": {"echoInput": "a", "objectInput": value},
-                               "outputs": {"objectInput": {}}, "response": "document"}).json()
+        document = echo(
+            http,
+            {
+                "inputs": {"echoInput": "a", "objectInput": value},
+                "outputs": {"objectInput": {}},
+                "response": "document",
+            },
+        ).json()
         assert document["objectInput"] == value
     assert_exception(echo(http, {"inputs": {"echoInput": "a", "objectInput": [5]}}), 400)
 
 
 def test_job_creation_input_inline_object(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "a", "objectInput": {"value": {"k": [1, 2]}}},
-                         "outputs": {"objectInput": {}}, "response": "raw"})
+    answer = echo(
+        http,
+        {
+            "inputs": {"echoInput": "a", "objectInput": {"value": {"k": [1, 2]}}},
+            "outputs": {"objectInput": {}},
+            "response": "raw",
+        },
+    )
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/json"
     assert answer.json() == {"k": [1, 2]}
@@ -313,8 +366,9 @@ def test_job_creation_input_inline(http: httpx.Client) -> None:
 
 def test_job_creation_input_ref(http: httpx.Client) -> None:
     ref = {"href": "https://example.org/data.txt", "type": "text/plain"}
-    document = echo(http, {"inputs": {"echoInput": "a", "textInput": ref},
-                           "response": "document"}).json()
+    document = echo(
+        http, {"inputs": {"echoInput": "a", "textInput": ref}, "response": "document"}
+    ).json()
     assert document["textInput"] == ref
 
 
@@ -327,26 +381,42 @@ def test_job_creation_input_validation(http: httpx.Client) -> None:
         {"nonsense": 1},  # no such input
     ]
     for extra in wrong:
-        body = assert_exception(echo(http, {"inputs": {"echoInput": "a", **extra}}), 400,
-                                OGC + "invalid-parameter-value")
+        body = assert_exception(
+            echo(http, {"inputs": {"echoInput": "a", **extra}}),
+            400,
+            OGC + "invalid-parameter-value",
+        )
         assert next(iter(extra)) in body["detail"]
 
 
 def test_job_creation_inputs(http: httpx.Client) -> None:
-    inputs = {"echoInput": "inline",
-              "textInput": {"href": "https://example.org/t.txt", "type": "text/plain"}}
+    inputs = {
+        "echoInput": "inline",
+        "textInput": {"href": "https://example.org/t.txt", "type": "text/plain"},
+    }
     document = echo(http, {"inputs": inputs, "response": "document"}).json()
     assert document == inputs
 
 
 def test_job_creation_request(http: httpx.Client) -> None:
-    assert_exception(http.post("/processes/echo/execution", content=b"{not json",
-                               headers={"Content-Type": "application/json"}), 400)
+    assert_exception(
+        http.post(
+            "/processes/echo/execution",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+    )
     assert_exception(echo(http, {"inputs": 5}), 400)  # type: ignore[dict-item]
     assert_exception(echo(http, {"inputs": {"echoInput": "a"}, "response": "pdf"}), 400)
     assert_exception(echo(http, {"inputs": {"echoInput": "a"}, "outputs": {"nope": {}}}), 400)
-    assert_exception(echo(http, {"inputs": {"echoInput": "a"},
-                                 "outputs": {"echoInput": {"transmissionMode": "x"}}}), 400)
+    assert_exception(
+        echo(
+            http,
+            {"inputs": {"echoInput": "a"}, "outputs": {"echoInput": {"transmissionMode": "x"}}},
+        ),
+        400,
+    )
 
 
 def test_job_creation_success_async(http: httpx.Client) -> None:
@@ -359,8 +429,9 @@ def test_job_creation_success_async(http: httpx.Client) -> None:
 
 
 def test_job_creation_sync_document(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "teststring", "arrayInput": [1]},
-                         "response": "document"})
+    answer = echo(
+        http, {"inputs": {"echoInput": "teststring", "arrayInput": [1]}, "response": "document"}
+    )
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/json"
     assert_valid(RESULTS, answer.json())
@@ -368,10 +439,17 @@ def test_job_creation_sync_document(http: httpx.Client) -> None:
 
 
 def test_job_creation_sync_raw_mixed_multi(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "teststring", "textInput": "text"},
-                         "outputs": {"echoInput": {"transmissionMode": "value"},
-                                     "textInput": {"transmissionMode": "reference"}},
-                         "response": "raw"})
+    answer = echo(
+        http,
+        {
+            "inputs": {"echoInput": "teststring", "textInput": "text"},
+            "outputs": {
+                "echoInput": {"transmissionMode": "value"},
+                "textInput": {"transmissionMode": "reference"},
+            },
+            "response": "raw",
+        },
+    )
     assert answer.status_code == 200
     parts = multipart_parts(answer)
     assert parts["echoInput"][1] == b"teststring"
@@ -381,10 +459,17 @@ def test_job_creation_sync_raw_mixed_multi(http: httpx.Client) -> None:
 
 
 def test_job_creation_sync_raw_ref(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "teststring", "textInput": "text"},
-                         "outputs": {"echoInput": {"transmissionMode": "reference"},
-                                     "textInput": {"transmissionMode": "reference"}},
-                         "response": "raw"})
+    answer = echo(
+        http,
+        {
+            "inputs": {"echoInput": "teststring", "textInput": "text"},
+            "outputs": {
+                "echoInput": {"transmissionMode": "reference"},
+                "textInput": {"transmissionMode": "reference"},
+            },
+            "response": "raw",
+        },
+    )
     assert answer.status_code == 204
     assert answer.content == b""
     links = [v for v in answer.headers.get_list("link") if 'rel="monitor"' not in v]
@@ -394,8 +479,13 @@ def test_job_creation_sync_raw_ref(http: httpx.Client) -> None:
 
 
 def test_job_creation_sync_raw_value_multi(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "teststring", "bboxInput": {"bbox": [1, 2, 3, 4]}},
-                         "response": "raw"})
+    answer = echo(
+        http,
+        {
+            "inputs": {"echoInput": "teststring", "bboxInput": {"bbox": [1, 2, 3, 4]}},
+            "response": "raw",
+        },
+    )
     assert answer.status_code == 200
     parts = multipart_parts(answer)
     headers, body = parts["echoInput"]
@@ -405,9 +495,14 @@ def test_job_creation_sync_raw_value_multi(http: httpx.Client) -> None:
 
 
 def test_job_creation_sync_raw_value_one(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "teststring"},
-                         "outputs": {"echoInput": {"transmissionMode": "value"}},
-                         "response": "raw"})
+    answer = echo(
+        http,
+        {
+            "inputs": {"echoInput": "teststring"},
+            "outputs": {"echoInput": {"transmissionMode": "value"}},
+            "response": "raw",
+        },
+    )
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     assert answer.text == "teststring"
@@ -467,8 +562,15 @@ def test_job_results_failed(http: httpx.Client, exiter: str) -> None:
 
 
 def test_job_results_async_document(http: httpx.Client) -> None:
-    job_id = submit_async(http, "echo", {"inputs": {"echoInput": "a", "textInput": "b"},
-                                         "outputs": {"textInput": {}}, "response": "document"})
+    job_id = submit_async(
+        http,
+        "echo",
+        {
+            "inputs": {"echoInput": "a", "textInput": "b"},
+            "outputs": {"textInput": {}},
+            "response": "document",
+        },
+    )
     wait_job(http, job_id)
     answer = http.get(f"/jobs/{job_id}/results")
     assert answer.headers["content-type"] == "application/json"
@@ -476,9 +578,15 @@ def test_job_results_async_document(http: httpx.Client) -> None:
 
 
 def test_job_results_async_raw_mixed_multi(http: httpx.Client) -> None:
-    job_id = submit_async(http, "echo", {
-        "inputs": {"echoInput": "teststring", "textInput": "b"}, "response": "raw",
-        "outputs": {"echoInput": {}, "textInput": {"transmissionMode": "reference"}}})
+    job_id = submit_async(
+        http,
+        "echo",
+        {
+            "inputs": {"echoInput": "teststring", "textInput": "b"},
+            "response": "raw",
+            "outputs": {"echoInput": {}, "textInput": {"transmissionMode": "reference"}},
+        },
+    )
     wait_job(http, job_id)
     parts = multipart_parts(http.get(f"/jobs/{job_id}/results"))
     assert parts["echoInput"][1] == b"teststring"
@@ -487,9 +595,15 @@ def test_job_results_async_raw_mixed_multi(http: httpx.Client) -> None:
 
 
 def test_job_results_async_raw_ref(http: httpx.Client) -> None:
-    job_id = submit_async(http, "echo", {
-        "inputs": {"echoInput": "teststring"}, "response": "raw",
-        "outputs": {"echoInput": {"transmissionMode": "reference"}}})
+    job_id = submit_async(
+        http,
+        "echo",
+        {
+            "inputs": {"echoInput": "teststring"},
+            "response": "raw",
+            "outputs": {"echoInput": {"transmissionMode": "reference"}},
+        },
+    )
     wait_job(http, job_id)
     answer = http.get(f"/jobs/{job_id}/results")
     assert answer.status_code == 204
@@ -498,8 +612,9 @@ def test_job_results_async_raw_ref(http: httpx.Client) -> None:
 
 
 def test_job_results_async_raw_value_multi(http: httpx.Client) -> None:
-    job_id = submit_async(http, "echo", {
-        "inputs": {"echoInput": "teststring", "arrayInput": [4]}, "response": "raw"})
+    job_id = submit_async(
+        http, "echo", {"inputs": {"echoInput": "teststring", "arrayInput": [4]}, "response": "raw"}
+    )
     wait_job(http, job_id)
     parts = multipart_parts(http.get(f"/jobs/{job_id}/results"))
     assert parts["echoInput"][1] == b"teststring"
@@ -507,8 +622,11 @@ def test_job_results_async_raw_value_multi(http: httpx.Client) -> None:
 
 
 def test_job_results_async_raw_value_one(http: httpx.Client) -> None:
-    job_id = submit_async(http, "echo", {
-        "inputs": {"echoInput": "teststring"}, "response": "raw", "outputs": {"echoInput": {}}})
+    job_id = submit_async(
+        http,
+        "echo",
+        {"inputs": {"echoInput": "teststring"}, "response": "raw", "outputs": {"echoInput": {}}},
+    )
     wait_job(http, job_id)
     answer = http.get(f"/jobs/{job_id}/results")
     assert answer.headers["content-type"].startswith("text/plain")
@@ -540,10 +658,8 @@ def listed_jobs(http: httpx.Client, exiter: str) -> dict[str, str]:
     failed = submit_async(http, exiter, {"inputs": {"code": 1}, "tag": tag})
     wait_job(http, ok)
     wait_job(http, failed)
-    running = submit_async(http, "echo", {"inputs": {"echoInput": "a", "pause": 60},
-                                          "tag": tag})
-    dismissed = submit_async(http, "echo", {"inputs": {"echoInput": "a", "pause": 60},
-                                            "tag": tag})
+    running = submit_async(http, "echo", {"inputs": {"echoInput": "a", "pause": 60}, "tag": tag})
+    dismissed = submit_async(http, "echo", {"inputs": {"echoInput": "a", "pause": 60}, "tag": tag})
     wait_status(http, running, "running")
     wait_status(http, dismissed, "running")
     http.delete(f"/jobs/{dismissed}")
@@ -591,11 +707,11 @@ def test_processid_definition(http: httpx.Client) -> None:
     assert parameter["in"] == "query" and parameter["schema"]["type"] == "array"
 
 
-def test_processid_response(http: httpx.Client, listed_jobs: dict[str, str], exiter: str
-                            ) -> None:
+def test_processid_response(http: httpx.Client, listed_jobs: dict[str, str], exiter: str) -> None:
     tag = listed_jobs["tag"]
     assert {j["jobID"] for j in _listed(http, f"processID={exiter}&tag={tag}")} == {
-        listed_jobs["failed"]}
+        listed_jobs["failed"]
+    }
     both = _listed(http, f"processID=echo&processID={exiter}&tag={tag}")
     assert len(both) == 4
 
@@ -635,8 +751,7 @@ def test_datetime_response(http: httpx.Client, listed_jobs: dict[str, str]) -> N
 def test_duration_definition(http: httpx.Client) -> None:
     for name in ("minDuration", "maxDuration"):
         parameter = _jobs_parameter(http, name)
-        assert parameter["in"] == "query" and parameter["schema"]["type"] in ("integer",
-                                                                              "number")
+        assert parameter["in"] == "query" and parameter["schema"]["type"] in ("integer", "number")
 
 
 def test_duration_response(http: httpx.Client, listed_jobs: dict[str, str]) -> None:
@@ -687,8 +802,7 @@ def test_job_dismiss_op(http: httpx.Client) -> None:
 
 
 def test_job_dismiss_success(http: httpx.Client) -> None:
-    job_id = submit_async(http, "echo", {"inputs": {"echoInput": "a", "pause": 60},
-                                         "queue": "q"})
+    job_id = submit_async(http, "echo", {"inputs": {"echoInput": "a", "pause": 60}, "queue": "q"})
     answer = http.delete(f"/jobs/{job_id}")
     assert answer.status_code == 200
     assert_valid(STATUS_INFO, answer.json())
@@ -702,21 +816,27 @@ def test_job_dismiss_success(http: httpx.Client) -> None:
 def test_job_callback(http: httpx.Client, exiter: str) -> None:
     receiver = CallbackReceiver()
     try:
-        subscriber = {"successUri": receiver.url("ok"), "inProgressUri": receiver.url("running"),
-                      "failedUri": receiver.url("failed")}
-        job_id = submit_async(http, "echo", {"inputs": {"echoInput": "called back"},
-                                             "subscriber": subscriber})
+        subscriber = {
+            "successUri": receiver.url("ok"),
+            "inProgressUri": receiver.url("running"),
+            "failedUri": receiver.url("failed"),
+        }
+        job_id = submit_async(
+            http, "echo", {"inputs": {"echoInput": "called back"}, "subscriber": subscriber}
+        )
         assert receiver.wait_for("ok") == {"echoInput": "called back"}
         running = receiver.wait_for("running")
         assert running["jobID"] == job_id and running["status"] == "running"
-        failed = submit_async(http, exiter, {"inputs": {"code": 2},
-                                             "subscriber": {"failedUri": receiver.url("ko")}})
+        failed = submit_async(
+            http, exiter, {"inputs": {"code": 2}, "subscriber": {"failedUri": receiver.url("ko")}}
+        )
         body = receiver.wait_for("ko")
         assert body["jobID"] == failed and body["type"].startswith(OGC)
     finally:
         receiver.close()
-    assert_exception(echo(http, {"inputs": {"echoInput": "a"},
-                                 "subscriber": {"successUri": "ftp://x"}}), 400)
+    assert_exception(
+        echo(http, {"inputs": {"echoInput": "a"}, "subscriber": {"successUri": "ftp://x"}}), 400
+    )
 
 
 # == OGC Process Description ===================================================================
@@ -781,25 +901,39 @@ def test_json_definition(http: httpx.Client) -> None:
 
 
 def test_ets_sync_raw_value_one(http: httpx.Client) -> None:
-    body = {"inputs": {"echoInput": "teststring", "binaryInput": "teststring",
-                       "textInput": "teststring",
-                       "bboxInput": {"crs": "urn:ogc:def:crs:EPSG:6.6:4326",
-                                     "bbox": [345345345, 345345345, 345345345, 345345345]}},
-            "outputs": {"echoInput": {"transmissionMode": "value"}}, "response": "raw"}
+    body = {
+        "inputs": {
+            "echoInput": "teststring",
+            "binaryInput": "teststring",
+            "textInput": "teststring",
+            "bboxInput": {
+                "crs": "urn:ogc:def:crs:EPSG:6.6:4326",
+                "bbox": [345345345, 345345345, 345345345, 345345345],
+            },
+        },
+        "outputs": {"echoInput": {"transmissionMode": "value"}},
+        "response": "raw",
+    }
     answer = echo(http, body, ACCEPT_JSON)
     assert answer.status_code == 200 and "teststring" in answer.text
 
 
 def test_ets_sync_raw_multi_and_document(http: httpx.Client) -> None:
-    outputs = {name: {"transmissionMode": "value"} for name in
-               http.get("/processes/echo").json()["outputs"]}
-    inputs = {"echoInput": "teststring", "objectInput": {"value": "teststring"},
-              "textInput": "teststring"}
+    outputs = {
+        name: {"transmissionMode": "value"}
+        for name in http.get("/processes/echo").json()["outputs"]
+    }
+    inputs = {
+        "echoInput": "teststring",
+        "objectInput": {"value": "teststring"},
+        "textInput": "teststring",
+    }
     raw = echo(http, {"inputs": inputs, "outputs": outputs, "response": "raw"}, ACCEPT_JSON)
     assert raw.status_code == 200 and b"teststring" in raw.content
     assert raw.headers["content-type"].startswith("multipart/related")
-    document = echo(http, {"inputs": inputs, "outputs": outputs, "response": "document"},
-                    ACCEPT_JSON)
+    document = echo(
+        http, {"inputs": inputs, "outputs": outputs, "response": "document"}, ACCEPT_JSON
+    )
     assert document.status_code == 200
     assert_valid(RESULTS, document.json())
 
@@ -807,17 +941,26 @@ def test_ets_sync_raw_multi_and_document(http: httpx.Client) -> None:
 def test_ets_binary_by_value_and_reference(http: httpx.Client) -> None:
     tiff = base64.b64encode(TIFF).decode()
     fmt = {"mediaType": "image/tiff; application=geotiff", "encoding": "base64"}
-    answer = echo(http, {"inputs": {"echoInput": "teststring",
-                                    "binaryInput": {"value": tiff, "format": fmt}}})
+    answer = echo(
+        http, {"inputs": {"echoInput": "teststring", "binaryInput": {"value": tiff, "format": fmt}}}
+    )
     assert answer.status_code == 200
-    answer = echo(http, {"inputs": {"echoInput": "teststring", "binaryInput": {
-        "href": "https://example.org/test.tiff", "format": {}}}})
+    answer = echo(
+        http,
+        {
+            "inputs": {
+                "echoInput": "teststring",
+                "binaryInput": {"href": "https://example.org/test.tiff", "format": {}},
+            }
+        },
+    )
     assert answer.status_code == 200
 
 
 def test_ets_async_and_results(http: httpx.Client) -> None:
-    answer = echo(http, {"inputs": {"echoInput": "teststring"}},
-                  {"Prefer": "respond-async", **ACCEPT_JSON})
+    answer = echo(
+        http, {"inputs": {"echoInput": "teststring"}}, {"Prefer": "respond-async", **ACCEPT_JSON}
+    )
     assert answer.status_code == 201
     info = wait_job(http, answer.json()["jobID"])
     results = link(info, REL + "results")
@@ -825,8 +968,11 @@ def test_ets_async_and_results(http: httpx.Client) -> None:
 
 
 def test_ets_wrong_media_type_input(http: httpx.Client) -> None:
-    inputs = {"echoInput": "teststring", "textInput": {"type": "wrong/type_" + uuid.uuid4().hex},
-              "binaryInput": {"type": "wrong/type_" + uuid.uuid4().hex}}
+    inputs = {
+        "echoInput": "teststring",
+        "textInput": {"type": "wrong/type_" + uuid.uuid4().hex},
+        "binaryInput": {"type": "wrong/type_" + uuid.uuid4().hex},
+    }
     answer = echo(http, {"inputs": inputs}, ACCEPT_JSON)
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/json"
@@ -857,8 +1003,9 @@ def test_prefer_wait_answers_synchronously_or_falls_back(http: httpx.Client) -> 
     http.delete(slow.headers["location"])
 
 
-def test_registered_algorithm_results_link_the_staged_files(http: httpx.Client, exiter: str
-                                                             ) -> None:
+def test_registered_algorithm_results_link_the_staged_files(
+    http: httpx.Client, exiter: str
+) -> None:
     job_id = submit_async(http, exiter, {"inputs": {"code": "0"}})  # "0": coerced to 0
     assert wait_job(http, job_id)["status"] == "successful"
     document = http.get(f"/jobs/{job_id}/results").json()
@@ -876,9 +1023,11 @@ def test_builtins_are_immutable(http: httpx.Client) -> None:
     from tests.support.ogc import OGC2
 
     assert_exception(http.delete("/processes/echo"), 403, OGC2 + "immutable-process")
-    assert_exception(http.put("/processes/echo", content=b"x: 1",
-                              headers={"Content-Type": "application/yaml"}),
-                     403, OGC2 + "immutable-process")
+    assert_exception(
+        http.put("/processes/echo", content=b"x: 1", headers={"Content-Type": "application/yaml"}),
+        403,
+        OGC2 + "immutable-process",
+    )
     assert http.get("/processes/echo").json()["mutable"] is False
 
 

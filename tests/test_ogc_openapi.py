@@ -68,8 +68,7 @@ def test_oas_definition_1(http: httpx.Client) -> None:
     assert desc["type"] == "application/vnd.oai.openapi+json;version=3.0"
     assert http.get(desc["href"]).json()["openapi"] == "3.0.3"
     rendered = http.get(doc["href"])
-    assert rendered.status_code == 200 and rendered.headers["content-type"].startswith(
-        "text/html")
+    assert rendered.status_code == 200 and rendered.headers["content-type"].startswith("text/html")
 
 
 def test_oas_definition_2(document: dict[str, Any]) -> None:
@@ -77,19 +76,31 @@ def test_oas_definition_2(document: dict[str, Any]) -> None:
     assert errors == []
 
 
-def test_completeness(served: tuple[LiveServer, httpx.Client], document: dict[str, Any]
-                      ) -> None:
+def test_completeness(served: tuple[LiveServer, httpx.Client], document: dict[str, Any]) -> None:
     """Every OGC route is documented with its success answers and operation id."""
     ids = {op.get("operationId") for _, _, op in _operations(document)}
-    assert {"getLandingPage", "getConformanceClasses", "getProcesses",
-            "getProcessDescription", "execute", "getJobs", "getStatus", "dismiss",
-            "getResult", "deploy", "replace", "undeploy", "getPackage"} <= ids
+    assert {
+        "getLandingPage",
+        "getConformanceClasses",
+        "getProcesses",
+        "getProcessDescription",
+        "execute",
+        "getJobs",
+        "getStatus",
+        "dismiss",
+        "getResult",
+        "deploy",
+        "replace",
+        "undeploy",
+        "getPackage",
+    } <= ids
     execute = document["paths"]["/processes/{process_id}/execution"]["post"]
     assert {"200", "201", "204"} <= set(execute["responses"])
     assert "Location" in execute["responses"]["201"]["headers"]
     assert any(p["name"] == "Prefer" and p["in"] == "header" for p in execute["parameters"])
     assert execute["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Execute"}
+        "$ref": "#/components/schemas/Execute"
+    }
 
 
 def test_exceptions_codes(document: dict[str, Any]) -> None:
@@ -102,7 +113,8 @@ def test_exceptions_codes(document: dict[str, Any]) -> None:
     deploy = document["paths"]["/processes"]["post"]["responses"]
     assert {"400", "409", "415"} <= set(deploy)
     assert deploy["409"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Exception"}
+        "$ref": "#/components/schemas/Exception"
+    }
 
 
 def test_oas_impl(http: httpx.Client, document: dict[str, Any]) -> None:
@@ -119,8 +131,11 @@ def test_oas_impl(http: httpx.Client, document: dict[str, Any]) -> None:
 
 def test_security(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer",
-                                     "description": schemes["bearerAuth"]["description"]}
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schemes["bearerAuth"]["description"],
+    }
     assert schemes["dpsToken"]["in"] == "header"
     assert {"bearerAuth": []} in document["security"]
 
@@ -128,8 +143,12 @@ def test_security(document: dict[str, Any]) -> None:
 # == schemathesis ==============================================================================
 
 
-POSITIVE_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-                   response_schema_conformance]
+POSITIVE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 # (negative_data_rejection is left out: it takes "5.0" for a number where a query string is
 # all text, and refuses every string-typed query parameter.)
 NEGATIVE_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
@@ -140,13 +159,17 @@ def test_schemathesis(served: tuple[LiveServer, httpx.Client], mode: GenerationM
     """Generated requests for every OGC operation: no 5xx, answers as documented (positive
     data), invalid data refused with a documented 4xx (negative data)."""
     schema = schemathesis.openapi.from_url(served[0].url + "/openapi.json").include(
-        path_regex=OGC_PATHS)
+        path_regex=OGC_PATHS
+    )
     positive = mode == GenerationMode.POSITIVE
     checks = POSITIVE_CHECKS if positive else NEGATIVE_CHECKS
     # Positive data reaches real resources: the echo process and one of its jobs.
     http = served[1]
-    job_id = http.post("/processes/echo/execution", json={"inputs": {"echoInput": "x"}},
-                       headers={"Prefer": "respond-async"}).json()["jobID"]
+    job_id = http.post(
+        "/processes/echo/execution",
+        json={"inputs": {"echoInput": "x"}},
+        headers={"Prefer": "respond-async"},
+    ).json()["jobID"]
     known = {"process_id": "echo", "job_id": job_id, "output_id": "echoInput"}
     failures: list[str] = []
     tested = 0
@@ -155,15 +178,20 @@ def test_schemathesis(served: tuple[LiveServer, httpx.Client], mode: GenerationM
         tested += 1
 
         @given(case=operation.as_strategy(mode))
-        @settings(max_examples=10, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+        @settings(
+            max_examples=10,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.generate],
+        )
         def exercise(case: Any) -> None:
             if positive:
                 for name in set(known) & set(case.path_parameters or {}):
                     case.path_parameters[name] = known[name]
             # respond-async: executions answer at once instead of waiting for their jobs.
-            case.call_and_validate(headers={"Prefer": "respond-async"}, timeout=30,
-                                   checks=checks)
+            case.call_and_validate(headers={"Prefer": "respond-async"}, timeout=30, checks=checks)
 
         try:
             exercise()

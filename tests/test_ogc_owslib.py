@@ -53,16 +53,14 @@ def test_processes_and_description(owslib: Processes) -> None:
 def test_execute_synchronously(owslib: Processes) -> None:
     # OWSLib sends "Prefer: respond-sync" (not a standard token: ignored) and asks for a
     # results document.
-    result = owslib.execute("echo", inputs={"echoInput": "from owslib",
-                                            "arrayInput": [1, 2]})
+    result = owslib.execute("echo", inputs={"echoInput": "from owslib", "arrayInput": [1, 2]})
     assert result == {"echoInput": "from owslib", "arrayInput": [1, 2]}
     assert "monitor" in owslib.response_headers["Link"]
     greeting = owslib.execute("hello-world", inputs={"name": "OWSLib"})
     assert greeting == {"greeting": "Hello OWSLib!"}
 
 
-def test_execute_asynchronously(owslib: Processes, served: tuple[LiveServer, httpx.Client]
-                                ) -> None:
+def test_execute_asynchronously(owslib: Processes, served: tuple[LiveServer, httpx.Client]) -> None:
     status = owslib.execute("echo", inputs={"echoInput": "later"}, async_=True)
     assert status["status"] in ("accepted", "running", "successful")
     location = owslib.response_headers["Location"]

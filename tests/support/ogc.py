@@ -31,17 +31,22 @@ TERMINAL = {"successful", "failed", "dismissed"}
 
 
 @contextmanager
-def running_server(tmp_path_factory: pytest.TempPathFactory, name: str
-                   ) -> Iterator[tuple[LiveServer, httpx.Client]]:
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[tuple[LiveServer, httpx.Client]]:
     """A started server (one queue, four slots) and an HTTP client for it; for
     module-scoped fixtures."""
     folder = tmp_path_factory.mktemp(name)
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "queues": [{"name": "q", "slots": 4, "default": True}],
-        "kill_grace": 1,
-        "poll_interval": 0.1,
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "queues": [{"name": "q", "slots": 4, "default": True}],
+                "kill_grace": 1,
+                "poll_interval": 0.1,
+            }
+        )
+    )
     server = LiveServer(folder / "data", config=config)
     try:
         server.start()
@@ -83,55 +88,138 @@ def wait_build(http: httpx.Client, process_id: str, timeout: float = 60.0) -> No
 
 # -- the OGC 1.0 documents as JSON Schemas (draft 7) -------------------------------------------
 
-LINK = {"type": "object", "required": ["href"],
-        "properties": {k: {"type": "string"} for k in ("href", "rel", "type", "hreflang",
-                                                          "title")}}
-EXCEPTION = {"type": "object", "required": ["type"], "properties": {
-    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-    "detail": {"type": "string"}, "instance": {"type": "string"}}}
-LANDING_PAGE = {"type": "object", "required": ["links"], "properties": {
-    "title": {"type": "string"}, "description": {"type": "string"},
-    "links": {"type": "array", "items": LINK}}}
-CONF_CLASSES = {"type": "object", "required": ["conformsTo"], "properties": {
-    "conformsTo": {"type": "array", "items": {"type": "string"}}}}
-DATE_TIME = {"type": "string",
-             "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$"}
-STATUS_INFO = {"type": "object", "required": ["jobID", "status", "type"], "properties": {
-    "processID": {"type": "string"}, "type": {"enum": ["process"]}, "jobID": {"type": "string"},
-    "status": {"enum": ["accepted", "running", "successful", "failed", "dismissed"]},
-    "message": {"type": "string"}, "created": DATE_TIME, "started": DATE_TIME,
-    "finished": DATE_TIME, "updated": DATE_TIME,
-    "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-    "links": {"type": "array", "items": LINK}}}
-JOB_LIST = {"type": "object", "required": ["jobs", "links"], "properties": {
-    "jobs": {"type": "array", "items": STATUS_INFO}, "links": {"type": "array", "items": LINK}}}
-PROCESS_SUMMARY = {"type": "object", "required": ["id", "version"], "properties": {
-    "id": {"type": "string"}, "version": {"type": "string"}, "title": {"type": "string"},
-    "description": {"type": "string"}, "keywords": {"type": "array", "items": {"type": "string"}},
-    "jobControlOptions": {"type": "array", "items": {
-        "enum": ["sync-execute", "async-execute", "dismiss"]}},
-    "outputTransmission": {"type": "array", "items": {"enum": ["value", "reference"]}},
-    "links": {"type": "array", "items": LINK}}}
-PROCESS_LIST = {"type": "object", "required": ["processes", "links"], "properties": {
-    "processes": {"type": "array", "items": PROCESS_SUMMARY},
-    "links": {"type": "array", "items": LINK}}}
+LINK = {
+    "type": "object",
+    "required": ["href"],
+    "properties": {k: {"type": "string"} for k in ("href", "rel", "type", "hreflang", "title")},
+}
+EXCEPTION = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+}
+LANDING_PAGE = {
+    "type": "object",
+    "required": ["links"],
+    "properties": {
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "links": {"type": "array", "items": LINK},
+    },
+}
+CONF_CLASSES = {
+    "type": "object",
+    "required": ["conformsTo"],
+    "properties": {"conformsTo": {"type": "array", "items": {"type": "string"}}},
+}
+DATE_TIME = {
+    "type": "string",
+    "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$",
+}
+STATUS_INFO = {
+    "type": "object",
+    "required": ["jobID", "status", "type"],
+    "properties": {
+        "processID": {"type": "string"},
+        "type": {"enum": ["process"]},
+        "jobID": {"type": "string"},
+        "status": {"enum": ["accepted", "running", "successful", "failed", "dismissed"]},
+        "message": {"type": "string"},
+        "created": DATE_TIME,
+        "started": DATE_TIME,
+        "finished": DATE_TIME,
+        "updated": DATE_TIME,
+        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+        "links": {"type": "array", "items": LINK},
+    },
+}
+JOB_LIST = {
+    "type": "object",
+    "required": ["jobs", "links"],
+    "properties": {
+        "jobs": {"type": "array", "items": STATUS_INFO},
+        "links": {"type": "array", "items": LINK},
+    },
+}
+PROCESS_SUMMARY = {
+    "type": "object",
+    "required": ["id", "version"],
+    "properties": {
+        "id": {"type": "string"},
+        "version": {"type": "string"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "keywords": {"type": "array", "items": {"type": "string"}},
+        "jobControlOptions": {
+            "type": "array",
+            "items": {"enum": ["sync-execute", "async-execute", "dismiss"]},
+        },
+        "outputTransmission": {"type": "array", "items": {"enum": ["value", "reference"]}},
+        "links": {"type": "array", "items": LINK},
+    },
+}
+PROCESS_LIST = {
+    "type": "object",
+    "required": ["processes", "links"],
+    "properties": {
+        "processes": {"type": "array", "items": PROCESS_SUMMARY},
+        "links": {"type": "array", "items": LINK},
+    },
+}
 DESCRIPTION_TYPE = {"title": {"type": "string"}, "description": {"type": "string"}}
-INPUT_DESCRIPTION = {"type": "object", "required": ["schema"], "properties": {
-    **DESCRIPTION_TYPE, "minOccurs": {"type": "integer"},
-    "maxOccurs": {"oneOf": [{"type": "integer"}, {"enum": ["unbounded"]}]},
-    "schema": {"type": "object"}}}
-OUTPUT_DESCRIPTION = {"type": "object", "required": ["schema"], "properties": {
-    **DESCRIPTION_TYPE, "schema": {"type": "object"}}}
-PROCESS = {"allOf": [PROCESS_SUMMARY, {"type": "object", "properties": {
-    "inputs": {"type": "object", "additionalProperties": INPUT_DESCRIPTION},
-    "outputs": {"type": "object", "additionalProperties": OUTPUT_DESCRIPTION}}}]}
-BBOX = {"type": "object", "required": ["bbox"], "properties": {
-    "bbox": {"type": "array", "items": {"type": "number"},
-             "oneOf": [{"minItems": 4, "maxItems": 4}, {"minItems": 6, "maxItems": 6}]},
-    "crs": {"type": "string"}}}
-INLINE_OR_REF = {"anyOf": [  # results.yaml (anyOf: a string is also valid base64 there)
-    {"type": ["string", "number", "integer", "boolean", "array"]}, BBOX,
-    {"type": "object", "required": ["value"]}, LINK]}
+INPUT_DESCRIPTION = {
+    "type": "object",
+    "required": ["schema"],
+    "properties": {
+        **DESCRIPTION_TYPE,
+        "minOccurs": {"type": "integer"},
+        "maxOccurs": {"oneOf": [{"type": "integer"}, {"enum": ["unbounded"]}]},
+        "schema": {"type": "object"},
+    },
+}
+OUTPUT_DESCRIPTION = {
+    "type": "object",
+    "required": ["schema"],
+    "properties": {**DESCRIPTION_TYPE, "schema": {"type": "object"}},
+}
+PROCESS = {
+    "allOf": [
+        PROCESS_SUMMARY,
+        {
+            "type": "object",
+            "properties": {
+                "inputs": {"type": "object", "additionalProperties": INPUT_DESCRIPTION},
+                "outputs": {"type": "object", "additionalProperties": OUTPUT_DESCRIPTION},
+            },
+        },
+    ]
+}
+BBOX = {
+    "type": "object",
+    "required": ["bbox"],
+    "properties": {
+        "bbox": {
+            "type": "array",
+            "items": {"type": "number"},
+            "oneOf": [{"minItems": 4, "maxItems": 4}, {"minItems": 6, "maxItems": 6}],
+        },
+        "crs": {"type": "string"},
+    },
+}
+INLINE_OR_REF = {
+    "anyOf": [  # results.yaml (anyOf: a string is also valid base64 there)
+        {"type": ["string", "number", "integer", "boolean", "array"]},
+        BBOX,
+        {"type": "object", "required": ["value"]},
+        LINK,
+    ]
+}
 RESULTS = {"type": "object", "additionalProperties": INLINE_OR_REF}
 
 
@@ -143,7 +231,9 @@ def assert_valid(schema: dict[str, Any], document: Any) -> None:
 def assert_exception(response: httpx.Response, status: int, type_uri: str | None = None) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].split(";")[0] in (
-        "application/json", "application/problem+json")
+        "application/json",
+        "application/problem+json",
+    )
     body = response.json()
     assert_valid(EXCEPTION, body)
     if type_uri is not None:

@@ -17,8 +17,13 @@ from opendps.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None,
-               run_jobs: bool | None = None, isolation: str = "process") -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    run_jobs: bool | None = None,
+    isolation: str = "process",
+) -> FastAPI:
     """The API. With ``run_jobs`` (default: settings.run_jobs) the local executor runs in it."""
     services = services or Services(settings or Settings())
     settings = services.settings
@@ -58,7 +63,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 def _include_optional(app: FastAPI) -> None:
     """Dialects that live in their own modules register themselves here."""
-    for module_name in ("opendps.api.builtins", "opendps.api.maap", "opendps.api.ogc", "opendps.api.ui"):
+    for module_name in (
+        "opendps.api.builtins",
+        "opendps.api.maap",
+        "opendps.api.ogc",
+        "opendps.api.ui",
+    ):
         try:
             module = __import__(module_name, fromlist=["install"])
         except ModuleNotFoundError as exc:

@@ -51,23 +51,29 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise InvalidInput(f"jobs[{n}] must be an object with 'inputs'")
-        inputs = entry.get("inputs", {k: v for k, v in entry.items()
-                                      if k not in ("tag", "queue", "priority")})
+        inputs = entry.get(
+            "inputs", {k: v for k, v in entry.items() if k not in ("tag", "queue", "priority")}
+        )
         tag = entry.get("tag")
-        submissions.append(Submission(
-            process_id=str(body["process"]),
-            inputs={k: decode_value(v) for k, v in inputs.items()},
-            queue=entry.get("queue") or body.get("queue"),
-            priority=int(entry.get("priority", body.get("priority", 5))),
-            tags=[*([tag] if tag else []), *common_tags],
-        ))
+        submissions.append(
+            Submission(
+                process_id=str(body["process"]),
+                inputs={k: decode_value(v) for k, v in inputs.items()},
+                queue=entry.get("queue") or body.get("queue"),
+                priority=int(entry.get("priority", body.get("priority", 5))),
+                tags=[*([tag] if tag else []), *common_tags],
+            )
+        )
     jobs = services.jobs.submit_many(submissions, owner=user, batch=True)
     batch = services.jobs.get_batch(jobs[0].batch_id) if jobs[0].batch_id else None
     base = base_url(request)
     document = batch_document(batch, base) if batch else {}
     document["jobIDs"] = [job.id for job in jobs]
-    return JSONResponse(document, status_code=201,
-                        headers={"Location": f"{base}/batches/{document.get('batchID', '')}"})
+    return JSONResponse(
+        document,
+        status_code=201,
+        headers={"Location": f"{base}/batches/{document.get('batchID', '')}"},
+    )
 
 
 @router.get("/batches/{batch_id}", summary="Batch counts per status")
@@ -80,15 +86,19 @@ def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
     return batch_document(services_of(request).jobs.cancel_batch(batch_id), base_url(request))
 
 
-@router.post("/batches/{batch_id}/retry", status_code=201,
-             summary="Resubmit the failed and dismissed jobs of a batch (as a new batch)")
+@router.post(
+    "/batches/{batch_id}/retry",
+    status_code=201,
+    summary="Resubmit the failed and dismissed jobs of a batch (as a new batch)",
+)
 def retry_batch(batch_id: str, request: Request) -> JSONResponse:
     services = services_of(request)
     jobs = services.jobs.retry_batch(batch_id)
     base = base_url(request)
     if not jobs:
-        return JSONResponse({"batchID": None, "jobIDs": [], "detail": "nothing to retry"},
-                            status_code=200)
+        return JSONResponse(
+            {"batchID": None, "jobIDs": [], "detail": "nothing to retry"}, status_code=200
+        )
     batch = services.jobs.get_batch(jobs[0].batch_id or "")
     document = batch_document(batch, base)
     document["jobIDs"] = [job.id for job in jobs]

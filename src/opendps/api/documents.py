@@ -50,7 +50,8 @@ def process_summary(algorithm: Algorithm, base: str) -> dict[str, Any]:
     spec = AlgorithmSpec.model_validate(algorithm.spec)
     ogc = spec.ogc or {}
     control = ogc.get("jobControlOptions") or (
-        ["sync-execute", "async-execute", "dismiss"] if algorithm.builtin
+        ["sync-execute", "async-execute", "dismiss"]
+        if algorithm.builtin
         else ["async-execute", "dismiss"]
     )
     href = f"{base}/processes/{algorithm.process_id}"
@@ -68,9 +69,18 @@ def process_summary(algorithm: Algorithm, base: str) -> dict[str, Any]:
         "updated": iso(algorithm.updated),
         "build": build_info(algorithm, base),
         "links": [
-            {"href": href, "rel": "self", "type": "application/json", "title": "process description"},
-            {"href": f"{href}/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute",
-             "type": "application/json", "title": "execute"},
+            {
+                "href": href,
+                "rel": "self",
+                "type": "application/json",
+                "title": "process description",
+            },
+            {
+                "href": f"{href}/execution",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute",
+                "type": "application/json",
+                "title": "execute",
+            },
         ],
     }
 
@@ -114,17 +124,32 @@ def status_info(job: Job, base: str) -> dict[str, Any]:
         {"href": f"{href}/logs", "rel": "logs", "type": "application/json", "title": "logs"},
         {"href": f"{href}/metrics", "rel": "metrics", "type": "application/json"},
         {"href": f"{href}/outputs", "rel": "outputs", "type": "application/json"},
-        {"href": f"{base}/processes/{job.process_id}", "rel": "up", "type": "application/json",
-         "title": "process"},
+        {
+            "href": f"{base}/processes/{job.process_id}",
+            "rel": "up",
+            "type": "application/json",
+            "title": "process",
+        },
     ]
     if job.status == JobStatus.SUCCESSFUL:
-        links.append({"href": f"{href}/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
-                      "type": "application/json", "title": "results"})
+        links.append(
+            {
+                "href": f"{href}/results",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
+                "type": "application/json",
+                "title": "results",
+            }
+        )
     if job.status == JobStatus.FAILED:
-        links.append({"href": f"{href}/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/exceptions",
-                      "type": "application/json", "title": "exceptions"})
-    progress = job.progress if job.progress is not None else (
-        100 if job.status.terminal else 0)
+        links.append(
+            {
+                "href": f"{href}/results",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/exceptions",
+                "type": "application/json",
+                "title": "exceptions",
+            }
+        )
+    progress = job.progress if job.progress is not None else (100 if job.status.terminal else 0)
     info = {
         "jobID": job.id,
         "processID": job.process_id,

@@ -32,8 +32,13 @@ def decode_value(value: Any) -> Any:
     if isinstance(value, dict):
         if "href" in value and isinstance(value["href"], str):
             return value["href"]
-        if "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema",
-                                                "format"}:
+        if "value" in value and set(value) <= {
+            "value",
+            "mediaType",
+            "encoding",
+            "schema",
+            "format",
+        }:
             return value["value"]
     return value
 
@@ -73,8 +78,9 @@ def parse_execute(body: Any) -> ExecuteBody:
         raise InvalidInput("'outputs' must be an object mapping output ids to their options")
     subscriber = body.get("subscriber") or {}
     if not isinstance(subscriber, dict):
-        raise InvalidInput("'subscriber' must be an object with successUri, failedUri, "
-                           "inProgressUri")
+        raise InvalidInput(
+            "'subscriber' must be an object with successUri, failedUri, inProgressUri"
+        )
     queue = body.get("queue") or None
     if queue is not None and not isinstance(queue, str):
         raise InvalidInput(f"queue must be a queue name; got {queue!r}")

@@ -73,25 +73,43 @@ def job_filters(
     after, before = parse_datetime_interval(datetime)
     owner = user if services.settings.auth and not services.identity.is_admin(user) else None
     return JobFilters(
-        owner=owner, statuses=parse_statuses(status), algorithm=algorithm, version=version,
-        algorithm_ids=algorithm_ids, queue=queue, tag=tag, batch_id=batch, created_after=after,
-        created_before=before, min_duration=minDuration, max_duration=maxDuration,
+        owner=owner,
+        statuses=parse_statuses(status),
+        algorithm=algorithm,
+        version=version,
+        algorithm_ids=algorithm_ids,
+        queue=queue,
+        tag=tag,
+        batch_id=batch,
+        created_after=after,
+        created_before=before,
+        min_duration=minDuration,
+        max_duration=maxDuration,
     )
 
 
 @router.get("/jobs", summary="List jobs (newest first)")
-def list_jobs(request: Request, filters: JobFilters = Depends(job_filters),
-              limit: int = Query(10, ge=1, le=10000), next: str | None = Query(None)
-              ) -> dict[str, Any]:
+def list_jobs(
+    request: Request,
+    filters: JobFilters = Depends(job_filters),
+    limit: int = Query(10, ge=1, le=10000),
+    next: str | None = Query(None),
+) -> dict[str, Any]:
     services = services_of(request)
     page = services.jobs.list(filters, limit=limit, cursor=next)
     base = base_url(request)
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "next"]
-    links = [{"href": f"{base}/jobs?{urlencode(params)}", "rel": "self",
-              "type": "application/json"}]
+    links = [
+        {"href": f"{base}/jobs?{urlencode(params)}", "rel": "self", "type": "application/json"}
+    ]
     if page.next_cursor:
-        links.append({"href": f"{base}/jobs?{urlencode([*params, ('next', page.next_cursor)])}",
-                      "rel": "next", "type": "application/json"})
+        links.append(
+            {
+                "href": f"{base}/jobs?{urlencode([*params, ('next', page.next_cursor)])}",
+                "rel": "next",
+                "type": "application/json",
+            }
+        )
     return {
         "jobs": [status_info(job, base) for job in page.items],
         "numberMatched": page.number_matched,
@@ -106,8 +124,7 @@ def get_job(job_id: str, request: Request, user: str = Depends(current_user)) ->
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel (dismiss) a job")
-def dismiss_job(job_id: str, request: Request, user: str = Depends(current_user)
-                ) -> dict[str, Any]:
+def dismiss_job(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
     services = services_of(request)
     job = services.jobs.cancel(job_id, user=user)
     info = status_info(job, base_url(request))
@@ -120,12 +137,12 @@ def dismiss_job(job_id: str, request: Request, user: str = Depends(current_user)
 def retry_job(job_id: str, request: Request, user: str = Depends(current_user)) -> JSONResponse:
     job = services_of(request).jobs.retry(job_id, user=user)
     base = base_url(request)
-    return JSONResponse(status_info(job, base), status_code=201,
-                        headers={"Location": f"{base}/jobs/{job.id}"})
+    return JSONResponse(
+        status_info(job, base), status_code=201, headers={"Location": f"{base}/jobs/{job.id}"}
+    )
 
 
-@router.get("/jobs/{job_id}/results", summary="Job results (OGC results)",
-            operation_id="getResult")
+@router.get("/jobs/{job_id}/results", summary="Job results (OGC results)", operation_id="getResult")
 def job_results(job_id: str, request: Request, user: str = Depends(current_user)) -> Response:
     from opendps.api.ogc.execute import results_answer
 
@@ -141,8 +158,7 @@ def _guess(path: str) -> str:
 
 
 @router.get("/jobs/{job_id}/outputs", summary="Staged output files")
-def job_outputs(job_id: str, request: Request, user: str = Depends(current_user)
-                ) -> dict[str, Any]:
+def job_outputs(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
     services = services_of(request)
     listing = services.jobs.outputs(job_id, user=user)
     base = base_url(request)
@@ -152,8 +168,9 @@ def job_outputs(job_id: str, request: Request, user: str = Depends(current_user)
 
 
 @router.get("/jobs/{job_id}/outputs/{path:path}", summary="Download one output file")
-def download_output(job_id: str, path: str, request: Request,
-                    user: str = Depends(current_user)) -> StreamingResponse:
+def download_output(
+    job_id: str, path: str, request: Request, user: str = Depends(current_user)
+) -> StreamingResponse:
     handle = services_of(request).jobs.open_output(job_id, path, user=user)
 
     def chunks():  # type: ignore[no-untyped-def]
@@ -162,13 +179,17 @@ def download_output(job_id: str, path: str, request: Request,
                 yield block
 
     filename = path.rsplit("/", 1)[-1]
-    return StreamingResponse(chunks(), media_type=_guess(path),
-                             headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return StreamingResponse(
+        chunks(),
+        media_type=_guess(path),
+        headers={"Content-Disposition": f'inline; filename="{filename}"'},
+    )
 
 
 @router.get("/jobs/{job_id}/logs", summary="stdout and stderr (follow=true streams them, SSE)")
-def job_logs(job_id: str, request: Request, follow: bool = Query(False),
-             user: str = Depends(current_user)) -> Any:
+def job_logs(
+    job_id: str, request: Request, follow: bool = Query(False), user: str = Depends(current_user)
+) -> Any:
     services = services_of(request)
     if not follow:
         return services.jobs.logs(job_id, user=user)
@@ -184,17 +205,21 @@ def job_logs(job_id: str, request: Request, follow: bool = Query(False),
 
 
 @router.get("/jobs/{job_id}/metrics", summary="Timings, resource use, io, host")
-def job_metrics(job_id: str, request: Request, user: str = Depends(current_user)
-                ) -> dict[str, Any]:
+def job_metrics(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
     return services_of(request).jobs.metrics(job_id, user=user)
 
 
 @router.get("/jobs/{job_id}/events", summary="The job's history")
-def job_events(job_id: str, request: Request, user: str = Depends(current_user)
-               ) -> dict[str, Any]:
+def job_events(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
     events = services_of(request).jobs.events(job_id, user=user)
-    return {"events": [
-        {"at": iso(e.at), "status": e.status.value,
-         "reason": e.reason.value if e.reason else None, "message": e.message}
-        for e in events
-    ]}
+    return {
+        "events": [
+            {
+                "at": iso(e.at),
+                "status": e.status.value,
+                "reason": e.reason.value if e.reason else None,
+                "message": e.message,
+            }
+            for e in events
+        ]
+    }

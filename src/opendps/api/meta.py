@@ -38,17 +38,42 @@ def landing(request: Request) -> Any:
         "description": "An open-source Data Processing System (OGC API - Processes)",
         "version": __version__,
         "links": [
-            {"href": f"{base}/", "rel": "self", "type": "application/json", "title": "this document"},
-            {"href": f"{base}/openapi.json", "rel": "service-desc",
-             "type": "application/vnd.oai.openapi+json;version=3.0", "title": "the API definition"},
-            {"href": f"{base}/docs", "rel": "service-doc", "type": "text/html",
-             "title": "the API documentation"},
-            {"href": f"{base}/conformance", "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance",
-             "type": "application/json", "title": "conformance classes"},
-            {"href": f"{base}/processes", "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes",
-             "type": "application/json", "title": "processes"},
-            {"href": f"{base}/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list",
-             "type": "application/json", "title": "jobs"},
+            {
+                "href": f"{base}/",
+                "rel": "self",
+                "type": "application/json",
+                "title": "this document",
+            },
+            {
+                "href": f"{base}/openapi.json",
+                "rel": "service-desc",
+                "type": "application/vnd.oai.openapi+json;version=3.0",
+                "title": "the API definition",
+            },
+            {
+                "href": f"{base}/docs",
+                "rel": "service-doc",
+                "type": "text/html",
+                "title": "the API documentation",
+            },
+            {
+                "href": f"{base}/conformance",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance",
+                "type": "application/json",
+                "title": "conformance classes",
+            },
+            {
+                "href": f"{base}/processes",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes",
+                "type": "application/json",
+                "title": "processes",
+            },
+            {
+                "href": f"{base}/jobs",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list",
+                "type": "application/json",
+                "title": "jobs",
+            },
             {"href": f"{base}/queues", "rel": "queues", "type": "application/json"},
             {"href": f"{base}/ui/", "rel": "alternate", "type": "text/html", "title": "web UI"},
         ],
@@ -69,19 +94,21 @@ def list_queues(request: Request) -> dict[str, Any]:
     for queue in services.settings.queues:
         entry = stats.get(queue.name, {})
         oldest = entry.get("oldest_accepted")
-        queues.append({
-            "name": queue.name,
-            "memory": queue.memory,
-            "cpus": queue.cpus,
-            "time_limit": queue.time_limit,
-            "slots": queue.slots,
-            "guest": queue.guest,
-            "default": queue.name == services.settings.default_queue,
-            "depth": entry.get("accepted", 0),
-            "running": entry.get("running", 0),
-            "oldest_waiting_seconds": (now - oldest).total_seconds() if oldest else None,
-            "workers": request.app.state.workers_for(queue.name),
-        })
+        queues.append(
+            {
+                "name": queue.name,
+                "memory": queue.memory,
+                "cpus": queue.cpus,
+                "time_limit": queue.time_limit,
+                "slots": queue.slots,
+                "guest": queue.guest,
+                "default": queue.name == services.settings.default_queue,
+                "depth": entry.get("accepted", 0),
+                "running": entry.get("running", 0),
+                "oldest_waiting_seconds": (now - oldest).total_seconds() if oldest else None,
+                "workers": request.app.state.workers_for(queue.name),
+            }
+        )
     return {"queues": queues}
 
 

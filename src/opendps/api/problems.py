@@ -16,8 +16,14 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, type_uri: str = "about:blank",
-            request: Request | None = None, **extra: object) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    type_uri: str = "about:blank",
+    request: Request | None = None,
+    **extra: object,
+) -> JSONResponse:
     body = {"type": type_uri, "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=problem_media_type(request))
 
@@ -68,16 +74,16 @@ def install_error_handlers(app: FastAPI) -> None:
         handler = _dialect_handler(request)
         if handler is not None:
             return handler(request, 400, detail)
-        return problem(400, "Bad Request", detail, OGC_EXCEPTIONS + "invalid-parameter-value",
-                       request)
+        return problem(
+            400, "Bad Request", detail, OGC_EXCEPTIONS + "invalid-parameter-value", request
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         handler = _dialect_handler(request)
         if handler is not None:
             return handler(request, exc.status_code, str(exc.detail))
-        return problem(exc.status_code, _titles(exc.status_code), str(exc.detail),
-                       request=request)
+        return problem(exc.status_code, _titles(exc.status_code), str(exc.detail), request=request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -23,15 +23,21 @@ router = APIRouter(tags=["processes"])
 
 
 @router.get("/processes", summary="List processes")
-def list_processes(request: Request, limit: int = Query(100, ge=1, le=10000),
-                   next: str | None = Query(None)) -> dict[str, Any]:
+def list_processes(
+    request: Request, limit: int = Query(100, ge=1, le=10000), next: str | None = Query(None)
+) -> dict[str, Any]:
     services = services_of(request)
     page = services.algorithms.list(limit=limit, cursor=next)
     base = base_url(request)
     links = [{"href": f"{base}/processes", "rel": "self", "type": "application/json"}]
     if page.next_cursor:
-        links.append({"href": f"{base}/processes?limit={limit}&next={page.next_cursor}",
-                      "rel": "next", "type": "application/json"})
+        links.append(
+            {
+                "href": f"{base}/processes?limit={limit}&next={page.next_cursor}",
+                "rel": "next",
+                "type": "application/json",
+            }
+        )
     return {
         "processes": [process_summary(a, base) for a in page.items],
         "numberMatched": page.number_matched,
@@ -56,8 +62,9 @@ def check_media_type(content_type: str | None) -> str:
     )
 
 
-async def _register(request: Request, *, replace: bool, process_id: str | None = None,
-                    workflow: str | None = None) -> tuple[Any, Any]:
+async def _register(
+    request: Request, *, replace: bool, process_id: str | None = None, workflow: str | None = None
+) -> tuple[Any, Any]:
     services = services_of(request)
     user = current_user(request)
     content_type = request.headers.get("content-type")
@@ -79,10 +86,15 @@ async def _register(request: Request, *, replace: bool, process_id: str | None =
         admin = services.identity.is_admin(user)
         if services.settings.auth and current.owner != user and not admin:
             raise Forbidden(f"process {current.process_id} belongs to {current.owner}")
-    algorithm = await run_in_threadpool(lambda: services.algorithms.register(
-        package.spec, owner=user, package=package.body, package_type=package.media_type,
-        replace=replace,
-    ))
+    algorithm = await run_in_threadpool(
+        lambda: services.algorithms.register(
+            package.spec,
+            owner=user,
+            package=package.body,
+            package_type=package.media_type,
+            replace=replace,
+        )
+    )
     return algorithm, package
 
 
@@ -92,17 +104,18 @@ async def deploy_process(request: Request, w: str | None = Query(None)) -> JSONR
     base = base_url(request)
     return JSONResponse(
         {"processSummary": process_summary(algorithm, base), **process_summary(algorithm, base)},
-        status_code=201, headers={"Location": f"{base}/processes/{algorithm.process_id}"},
+        status_code=201,
+        headers={"Location": f"{base}/processes/{algorithm.process_id}"},
     )
 
 
 @router.put("/processes/{process_id}", summary="Replace a process")
-async def replace_process(process_id: str, request: Request, w: str | None = Query(None)
-                          ) -> Response:
+async def replace_process(
+    process_id: str, request: Request, w: str | None = Query(None)
+) -> Response:
     """204 for application packages (OGC Part 2); 200 with the summary, whose build state
     matters, for MAAP registrations. ``Prefer: return=minimal|representation`` chooses."""
-    algorithm, package = await _register(request, replace=True, process_id=process_id,
-                                         workflow=w)
+    algorithm, package = await _register(request, replace=True, process_id=process_id, workflow=w)
     prefer = request.headers.get("prefer", "")
     minimal = "return=minimal" in prefer or (
         "return=representation" not in prefer and package.spec.source_format == "cwl"
@@ -131,7 +144,8 @@ def process_package(process_id: str, request: Request) -> Response:
     return Response(algorithm.package, media_type=algorithm.package_type or "application/yaml")
 
 
-@router.get("/processes/{process_id}/build/log", summary="The build log",
-            response_class=PlainTextResponse)
+@router.get(
+    "/processes/{process_id}/build/log", summary="The build log", response_class=PlainTextResponse
+)
 def build_log(process_id: str, request: Request) -> str:
     return services_of(request).algorithms.build_log(process_id)

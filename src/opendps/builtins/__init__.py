@@ -53,7 +53,7 @@ ECHO_INPUTS: dict[str, dict[str, Any]] = {
     },
     "objectInput": {
         "title": "Object",
-        "description": "A JSON object given as a qualified value ({\"value\": {...}}). A string "
+        "description": 'A JSON object given as a qualified value ({"value": {...}}). A string '
         "is accepted too: the CITE suite sends one to object inputs.",
         "schema": {"oneOf": [{"type": "object"}, {"type": "string"}]},
         "minOccurs": 0,
@@ -61,7 +61,7 @@ ECHO_INPUTS: dict[str, dict[str, Any]] = {
     },
     "bboxInput": {
         "title": "Bounding box",
-        "description": "An OGC bounding box ({\"bbox\": [...], \"crs\": ...}).",
+        "description": 'An OGC bounding box ({"bbox": [...], "crs": ...}).',
         "schema": BBOX_SCHEMA,
         "minOccurs": 0,
         "maxOccurs": 1,
@@ -125,7 +125,7 @@ ECHO = AlgorithmSpec(
 HELLO_WORLD = AlgorithmSpec(
     name="hello-world",
     version=VERSION,
-    description="Greets whoever is named: name -> \"Hello <name>!\".",
+    description='Greets whoever is named: name -> "Hello <name>!".',
     source_format="builtin",
     builtin_module="opendps.builtins.hello_world",
     inputs=[InputSpec(name="name", kind="config", data_type="string")],
@@ -144,7 +144,7 @@ HELLO_WORLD = AlgorithmSpec(
         "outputs": {
             "greeting": {
                 "title": "Greeting",
-                "description": "\"Hello <name>!\"",
+                "description": '"Hello <name>!"',
                 "schema": {"type": "string", "contentMediaType": "text/plain"},
             }
         },

@@ -39,8 +39,10 @@ from opendps.registry.spec import AlgorithmSpec, InputSpec
 
 PART2_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-2/1.0/"
 PROCESS_CLASSES = ("Workflow", "CommandLineTool", "ExpressionTool")
-IANA_MEDIA_TYPES = ("https://www.iana.org/assignments/media-types/",
-                    "http://www.iana.org/assignments/media-types/")
+IANA_MEDIA_TYPES = (
+    "https://www.iana.org/assignments/media-types/",
+    "http://www.iana.org/assignments/media-types/",
+)
 SCHEMA_ORG = ("s:", "https://schema.org/", "http://schema.org/")
 SCALARS: dict[str, dict[str, Any]] = {
     "boolean": {"type": "boolean"},
@@ -55,8 +57,14 @@ SCALARS: dict[str, dict[str, Any]] = {
     "stderr": {"type": "string", "format": "uri"},
     "Any": {},
 }
-DATA_TYPES = {"boolean": "boolean", "int": "integer", "long": "integer", "float": "number",
-              "double": "number", "string": "string"}
+DATA_TYPES = {
+    "boolean": "boolean",
+    "int": "integer",
+    "long": "integer",
+    "float": "number",
+    "double": "number",
+    "string": "string",
+}
 FETCH_TIMEOUT = 30.0  # seconds to fetch an executionUnit given by href
 _VALIDATE_LOCK = threading.Lock()  # cwltool's loaders keep module-level state
 
@@ -103,8 +111,9 @@ def unwrap_app_package(package: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     if isinstance(unit, list):  # several units (Weaver's form): the first CWL one
         unit = next((u for u in unit if isinstance(u, dict)), None)
     if not isinstance(unit, dict):
-        raise InvalidSpec("executionUnit: give the CWL inline ({\"value\": ...}) or by "
-                          "reference ({\"href\": ...})")
+        raise InvalidSpec(
+            'executionUnit: give the CWL inline ({"value": ...}) or by reference ({"href": ...})'
+        )
     if "unit" in unit and isinstance(unit["unit"], dict):  # Weaver's legacy form
         unit = unit["unit"]
     if "cwlVersion" in unit or "$graph" in unit:
@@ -188,16 +197,18 @@ def select_entry(document: dict[str, Any], workflow: str | None) -> dict[str, An
             f"got {document.get('class')!r}"
         )
     if wanted and _bare(document.get("id")) != wanted:
-        raise WorkflowNotFound(f"the document's process is {_bare(document.get('id'))!r}, "
-                               f"not {wanted!r}")
+        raise WorkflowNotFound(
+            f"the document's process is {_bare(document.get('id'))!r}, not {wanted!r}"
+        )
     return document
 
 
 # -- validation with cwltool ------------------------------------------------------------------
 
 
-def validate_cwl(document: dict[str, Any], entry_id: str | None, source: str | None = None
-                 ) -> dict[str, Any]:
+def validate_cwl(
+    document: dict[str, Any], entry_id: str | None, source: str | None = None
+) -> dict[str, Any]:
     """Load the document (``source``: its text as written, else it is dumped as YAML) with
     cwltool, which checks the schema and every reference; answers the entry point in
     cwltool's normalised form (full ids, expanded types)."""
@@ -211,11 +222,11 @@ def validate_cwl(document: dict[str, Any], entry_id: str | None, source: str | N
         ) from None
     with tempfile.TemporaryDirectory(prefix="dps-cwl-") as folder:
         path = Path(folder) / "package.cwl"
-        path.write_text(source if source is not None else
-                        yaml.safe_dump(document, sort_keys=False))
+        path.write_text(source if source is not None else yaml.safe_dump(document, sort_keys=False))
         uri = path.as_uri() + (f"#{_bare(entry_id)}" if entry_id else "")
-        context = LoadingContext({"construct_tool_object": default_make_tool,
-                                  "disable_js_validation": True})
+        context = LoadingContext(
+            {"construct_tool_object": default_make_tool, "disable_js_validation": True}
+        )
         try:
             with _VALIDATE_LOCK:
                 tool = load_tool(uri, context)
@@ -238,7 +249,7 @@ def _short(identifier: str) -> str:
 def media_type_of_format(fmt: Any) -> str | None:
     for prefix in IANA_MEDIA_TYPES:
         if isinstance(fmt, str) and fmt.startswith(prefix):
-            return fmt[len(prefix):]
+            return fmt[len(prefix) :]
     return None
 
 
@@ -257,8 +268,11 @@ def type_schema(cwl_type: Any) -> tuple[dict[str, Any], bool, bool]:
             item, _, nested = type_schema(cwl_type.get("items"))
             return ({"type": "array", "items": item} if nested else item), False, True
         if kind == "enum":
-            return {"type": "string", "enum": [_short(s) for s in cwl_type.get("symbols", [])]}, \
-                False, False
+            return (
+                {"type": "string", "enum": [_short(s) for s in cwl_type.get("symbols", [])]},
+                False,
+                False,
+            )
         if kind == "record":
             properties = {}
             for field in cwl_type.get("fields", []):
@@ -288,8 +302,9 @@ def _declared_order(entry: dict[str, Any], member: str) -> list[str]:
     return [_bare(item.get("id")) for item in declared if isinstance(item, dict)]
 
 
-def _ordered(entry: dict[str, Any], normalised: dict[str, Any], member: str
-             ) -> list[tuple[str, dict[str, Any]]]:
+def _ordered(
+    entry: dict[str, Any], normalised: dict[str, Any], member: str
+) -> list[tuple[str, dict[str, Any]]]:
     items = {_short(item["id"]): item for item in normalised.get(member, [])}
     order = [n for n in _declared_order(entry, member) if n in items]
     return [(n, items[n]) for n in order + sorted(set(items) - set(order))]
@@ -303,8 +318,11 @@ def _describe_io(name: str, item: dict[str, Any]) -> tuple[dict[str, Any], bool,
     description = item.get("doc") or ""
     if isinstance(description, list):
         description = "\n".join(str(d) for d in description)
-    return {"title": item.get("label") or name, "description": str(description),
-            "schema": schema}, optional, many
+    return (
+        {"title": item.get("label") or name, "description": str(description), "schema": schema},
+        optional,
+        many,
+    )
 
 
 def _default_value(value: Any) -> Any:
@@ -339,13 +357,20 @@ def _docker_image(document: dict[str, Any]) -> str | None:
     return None
 
 
-def _spec(document: dict[str, Any], entry: dict[str, Any], normalised: dict[str, Any],
-          overrides: dict[str, Any]) -> AlgorithmSpec:
+def _spec(
+    document: dict[str, Any],
+    entry: dict[str, Any],
+    normalised: dict[str, Any],
+    overrides: dict[str, Any],
+) -> AlgorithmSpec:
     name = str(overrides.get("id") or _bare(entry.get("id")) or "")
     if not name:
         raise InvalidSpec("the CWL process has no id; give it one (it becomes the process id)")
-    version = str(overrides.get("version") or _metadata(document, entry, "softwareVersion",
-                                                         "version") or "1.0.0")
+    version = str(
+        overrides.get("version")
+        or _metadata(document, entry, "softwareVersion", "version")
+        or "1.0.0"
+    )
     described_inputs = overrides.get("inputs") if isinstance(overrides.get("inputs"), dict) else {}
     inputs: list[InputSpec] = []
     ogc_inputs: dict[str, Any] = {}
@@ -362,16 +387,19 @@ def _spec(document: dict[str, Any], entry: dict[str, Any], normalised: dict[str,
         description["maxOccurs"] = "unbounded" if many else 1
         ogc_inputs[input_name] = description
         base = _base_type(item.get("type"))
-        inputs.append(InputSpec(
-            name=input_name,
-            kind="file" if base == "File" else "config",
-            description=description["description"],
-            default=_default_value(default),
-            required=False if optional or default is not None else None,
-            data_type=None if many else DATA_TYPES.get(base or ""),
-        ))
-    ogc_outputs = {n: _describe_io(n, item)[0] for n, item in _ordered(entry, normalised,
-                                                                        "outputs")}
+        inputs.append(
+            InputSpec(
+                name=input_name,
+                kind="file" if base == "File" else "config",
+                description=description["description"],
+                default=_default_value(default),
+                required=False if optional or default is not None else None,
+                data_type=None if many else DATA_TYPES.get(base or ""),
+            )
+        )
+    ogc_outputs = {
+        n: _describe_io(n, item)[0] for n, item in _ordered(entry, normalised, "outputs")
+    }
     keywords = _metadata(document, entry, "keywords") or []
     if isinstance(keywords, str):
         keywords = [k.strip() for k in keywords.split(",") if k.strip()]
@@ -393,11 +421,16 @@ def _spec(document: dict[str, Any], entry: dict[str, Any], normalised: dict[str,
             docker_container_url=_docker_image(document),
             inputs=inputs,
             source_format="cwl",
-            cwl={"document": document, "entry": _bare(entry.get("id")) or None,
-                 "class": entry.get("class")},
+            cwl={
+                "document": document,
+                "entry": _bare(entry.get("id")) or None,
+                "class": entry.get("class"),
+            },
             ogc=ogc,
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
         raise InvalidSpec(f"the CWL process id or version is not usable: {problems}") from exc

@@ -67,8 +67,7 @@ def move_docker_to_hints(document: dict[str, Any]) -> list[str]:
         requirements = node.get("requirements")
         docker = None
         if isinstance(requirements, dict) and "DockerRequirement" in requirements:
-            docker = {"class": "DockerRequirement", **(requirements.pop("DockerRequirement")
-                                                      or {})}
+            docker = {"class": "DockerRequirement", **(requirements.pop("DockerRequirement") or {})}
         elif isinstance(requirements, list):
             for item in list(requirements):
                 if isinstance(item, dict) and item.get("class") == "DockerRequirement":
@@ -106,8 +105,11 @@ def _cwl_types(spec: AlgorithmSpec) -> dict[str, str]:
     kinds = {}
     entry = _entry(spec.cwl or {})
     declared = entry.get("inputs") or {}
-    items = declared.items() if isinstance(declared, dict) else [
-        (i.get("id"), i) for i in declared if isinstance(i, dict)]
+    items = (
+        declared.items()
+        if isinstance(declared, dict)
+        else [(i.get("id"), i) for i in declared if isinstance(i, dict)]
+    )
     for key, item in items:
         name = str(key).split("#")[-1].split("/")[-1]
         text = json.dumps(item.get("type") if isinstance(item, dict) else item)
@@ -150,8 +152,9 @@ def _location(url: str) -> str:
     return Path(url).as_uri() if url.startswith("/") else url
 
 
-def prepare_cwl_run(spec: AlgorithmSpec, job: Job, work: WorkDir, python: str
-                    ) -> tuple[list[str], list[str]]:
+def prepare_cwl_run(
+    spec: AlgorithmSpec, job: Job, work: WorkDir, python: str
+) -> tuple[list[str], list[str]]:
     """Write the package and job order into the work dir; answers (argv, warnings)."""
     assert spec.cwl is not None
     document = json.loads(json.dumps(spec.cwl["document"]))
@@ -180,8 +183,15 @@ def prepare_cwl_run(spec: AlgorithmSpec, job: Job, work: WorkDir, python: str
 def cwltool_args(root: Path, entry: str | None, engine: str) -> list[str]:
     tmp = root / "tmp"
     tmp.mkdir(exist_ok=True)
-    args = ["--outdir", str(root / "output"), "--tmpdir-prefix", f"{tmp}/",
-            "--tmp-outdir-prefix", f"{tmp}/", "--disable-color"]
+    args = [
+        "--outdir",
+        str(root / "output"),
+        "--tmpdir-prefix",
+        f"{tmp}/",
+        "--tmp-outdir-prefix",
+        f"{tmp}/",
+        "--disable-color",
+    ]
     if engine == "none":
         args.append("--no-container")
     elif engine == "podman":

@@ -235,8 +235,12 @@ def _execute(
     try:
         result = _start_execute(services, state, argv, env, queue, watch)
     except OSError as exc:  # e.g. a shebang naming an interpreter that does not exist
-        raise JobFailed(JobStatus.FAILED, Reason.EXIT_CODE, Phase.RUN,
-                        f"the run command could not be started: {exc}")
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.EXIT_CODE,
+            Phase.RUN,
+            f"the run command could not be started: {exc}",
+        )
     state.exit_code = result.exit_code
     state.metrics.update(
         exit_code=result.exit_code,
@@ -290,18 +294,31 @@ def _execute(
             state.warnings.append(f"{RESULTS_FILE} is not valid JSON: {exc}")
 
 
-def _start_execute(services: Services, state: RunState, argv: list[str], env: dict[str, str],
-                   queue: Any, watch: CancelWatch) -> Any:
+def _start_execute(
+    services: Services,
+    state: RunState,
+    argv: list[str],
+    env: dict[str, str],
+    queue: Any,
+    watch: CancelWatch,
+) -> Any:
     from opendps.runner.execute import execute
 
     work = state.work
     assert work is not None
     return execute(
-        argv, cwd=work.root, env=env, stdout_path=work.stdout, stderr_path=work.stderr,
+        argv,
+        cwd=work.root,
+        env=env,
+        stdout_path=work.stdout,
+        stderr_path=work.stderr,
         time_limit=queue.time_limit if queue else None,
         memory_limit=queue.memory if queue else None,
-        kill_grace=services.settings.kill_grace, should_cancel=watch, cancel_event=watch.event,
-        job_id=state.job.id, on_start=lambda pid: _record_run_pid(work, pid),
+        kill_grace=services.settings.kill_grace,
+        should_cancel=watch,
+        cancel_event=watch.event,
+        job_id=state.job.id,
+        on_start=lambda pid: _record_run_pid(work, pid),
     )
 
 
@@ -374,10 +391,11 @@ def _finish(
         "output_url": services.storage.url_for(output_prefix(job)) if state.work else None,
         "progress": 100 if status == JobStatus.SUCCESSFUL else None,
     }
-    if state.work is not None and status == JobStatus.SUCCESSFUL:
-        if not services.settings.keep_work_dirs:  # everything is staged; failed ones are kept
-            state.work.remove()
-            fields["work_dir"] = None
+    # Everything is staged; failed jobs' work dirs are kept for debugging.
+    keep = services.settings.keep_work_dirs
+    if state.work is not None and status == JobStatus.SUCCESSFUL and not keep:
+        state.work.remove()
+        fields["work_dir"] = None
     try:
         return services.job_store.transition(
             job.id,

@@ -35,7 +35,7 @@ class IdentityService:
         """The job id a live job token belongs to, else None."""
         if not token.startswith(JOB_TOKEN_PREFIX):
             return None
-        job_id, _, mac = token[len(JOB_TOKEN_PREFIX):].rpartition(".")
+        job_id, _, _mac = token[len(JOB_TOKEN_PREFIX) :].rpartition(".")
         if not job_id or not hmac.compare_digest(self.job_token(job_id), token):
             return None
         try:
@@ -49,8 +49,9 @@ class IdentityService:
     def create_user(self, name: str, *, is_admin: bool = False, is_guest: bool = False) -> str:
         """Create (or re-key) a user; answers a new API token, shown once."""
         token = secrets.token_urlsafe(32)
-        self.services.accounts.ensure_user(name, token_hash=_hash(token), is_admin=is_admin,
-                                           is_guest=is_guest)
+        self.services.accounts.ensure_user(
+            name, token_hash=_hash(token), is_admin=is_admin, is_guest=is_guest
+        )
         return token
 
     def authenticate(self, token: str | None) -> str:

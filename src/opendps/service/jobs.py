@@ -35,7 +35,8 @@ class Submission:
 
 
 def output_prefix(job: Job) -> str:
-    """MAAP's layout: <user>/dps_output/<algorithm>/<version>/<tag>/<YYYY>/<MM>/<DD>/<HH>/<MM>/<SS>/<us>."""
+    """MAAP's layout:
+    <user>/dps_output/<algorithm>/<version>/<tag>/<YYYY>/<MM>/<DD>/<HH>/<MM>/<SS>/<us>."""
     at = job.created
     parts = [job.owner, "dps_output", job.algorithm, job.version]
     if job.tag:
@@ -109,7 +110,9 @@ class JobService:
             algorithm = algorithms.get(job.id)
             if algorithm and algorithm.build and algorithm.build.status == BuildStatus.FAILED:
                 self.store.fail_waiting_jobs(
-                    algorithm.id, Reason.BUILD_ERROR, Phase.BUILD,
+                    algorithm.id,
+                    Reason.BUILD_ERROR,
+                    Phase.BUILD,
                     f"the build of {algorithm.process_id} failed: {algorithm.build.message}",
                 )
         self.services.work_available.set()
@@ -130,8 +133,14 @@ class JobService:
         if job.owner != user and not self.services.identity.is_admin(user):
             raise NoSuchJob(f"no job with id {job.id!r}")  # don't reveal others' jobs
 
-    def list(self, filters: JobFilters, *, limit: int = 10, cursor: str | None = None,
-             offset: int | None = None) -> Page:
+    def list(
+        self,
+        filters: JobFilters,
+        *,
+        limit: int = 10,
+        cursor: str | None = None,
+        offset: int | None = None,
+    ) -> Page:
         if not 1 <= limit <= 10000:
             raise InvalidInput(f"limit must be 1..10000; got {limit}")
         return self.store.list_jobs(filters, limit=limit, cursor=cursor, offset=offset)
@@ -153,8 +162,13 @@ class JobService:
         """A new job with the same algorithm, inputs, queue, priority and tags."""
         job = self.get(job_id, user=user)
         return self.submit(
-            Submission(process_id=job.process_id, inputs=job.inputs, queue=job.queue,
-                       priority=job.priority, tags=job.tags),
+            Submission(
+                process_id=job.process_id,
+                inputs=job.inputs,
+                queue=job.queue,
+                priority=job.priority,
+                tags=job.tags,
+            ),
             owner=job.owner,
         )
 
@@ -176,9 +190,18 @@ class JobService:
         if not jobs:
             return []
         return self.submit_many(
-            [Submission(process_id=j.process_id, inputs=j.inputs, queue=j.queue,
-                        priority=j.priority, tags=j.tags) for j in jobs],
-            owner=jobs[0].owner, batch=True,
+            [
+                Submission(
+                    process_id=j.process_id,
+                    inputs=j.inputs,
+                    queue=j.queue,
+                    priority=j.priority,
+                    tags=j.tags,
+                )
+                for j in jobs
+            ],
+            owner=jobs[0].owner,
+            batch=True,
         )
 
     # -- logs, outputs, metrics -----------------------------------------------------------
@@ -236,14 +259,16 @@ class JobService:
             "queue_wait_seconds": (job.started - queued).total_seconds() if job.started else None,
             "run_seconds": (
                 (job.finished - job.started).total_seconds()
-                if job.started and job.finished else None
+                if job.started and job.finished
+                else None
             ),
             "exit_code": job.exit_code,
         }
         return {**base, **job.metrics}
 
-    def follow_logs(self, job_id: str, *, user: str | None = None,
-                    poll: float = 0.5) -> Iterator[tuple[str, str]]:
+    def follow_logs(
+        self, job_id: str, *, user: str | None = None, poll: float = 0.5
+    ) -> Iterator[tuple[str, str]]:
         """Yield (stream, new text) as the job writes, until it is terminal."""
         import time
 

@@ -14,8 +14,12 @@ from opendps.registry.spec import AlgorithmSpec, parse_registration
 
 YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 JSON_TYPES = {"application/json"}
-CWL_TYPES = {"application/cwl", "application/cwl+yaml", "application/cwl+json",
-             "application/ogcapppkg+json"}
+CWL_TYPES = {
+    "application/cwl",
+    "application/cwl+yaml",
+    "application/cwl+json",
+    "application/ogcapppkg+json",
+}
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,9 @@ def looks_like_cwl(data: object) -> bool:
     )
 
 
-def parse_package(body: bytes | str, content_type: str | None, *, workflow: str | None = None
-                  ) -> Package:
+def parse_package(
+    body: bytes | str, content_type: str | None, *, workflow: str | None = None
+) -> Package:
     """Parse a registration body of any supported media type."""
     text = body.decode() if isinstance(body, bytes) else body
     media = media_type_of(content_type) or "application/yaml"

@@ -30,4 +30,7 @@ class SecretService:
 
     def values(self, owner: str) -> list[str]:
         """Every plain value of the owner's secrets, to mask them in a job's logs."""
-        return [self._fernet.decrypt(v.encode()).decode() for v in self.accounts.all_secret_values(owner)]
+        return [
+            self._fernet.decrypt(v.encode()).decode()
+            for v in self.accounts.all_secret_values(owner)
+        ]

@@ -219,12 +219,14 @@ class JobStore:
         running = jobs.c.status == JobStatus.RUNNING.value
         if f.min_duration is not None:
             since = utcnow() - timedelta(seconds=min(f.min_duration, 1e9))
-            where.append(sa.or_(jobs.c.duration >= f.min_duration,
-                                sa.and_(running, jobs.c.started <= since)))
+            where.append(
+                sa.or_(jobs.c.duration >= f.min_duration, sa.and_(running, jobs.c.started <= since))
+            )
         if f.max_duration is not None:
             since = utcnow() - timedelta(seconds=min(f.max_duration, 1e9))
-            where.append(sa.or_(jobs.c.duration <= f.max_duration,
-                                sa.and_(running, jobs.c.started >= since)))
+            where.append(
+                sa.or_(jobs.c.duration <= f.max_duration, sa.and_(running, jobs.c.started >= since))
+            )
         if f.job_ids:
             where.append(jobs.c.id.in_(f.job_ids))
         if f.priority is not None:

@@ -67,8 +67,9 @@ class Notifier:
         with self._lock:
             self._watches[job_id] = _Watch(uris, base, user)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="dps-ogc-callbacks",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, name="dps-ogc-callbacks", daemon=True
+                )
                 self._thread.start()
 
     def _loop(self) -> None:
@@ -84,8 +85,11 @@ class Notifier:
                         with self._lock:
                             self._watches.pop(job_id, None)
                 except Exception:  # a broken job or subscriber must not stop the others
-                    log.exception("callback for job %s failed", job_id,
-                                  extra={"action": "callback_error", "job_id": job_id})
+                    log.exception(
+                        "callback for job %s failed",
+                        job_id,
+                        extra={"action": "callback_error", "job_id": job_id},
+                    )
                     with self._lock:
                         self._watches.pop(job_id, None)
             time.sleep(POLL_SECONDS)
@@ -93,8 +97,11 @@ class Notifier:
     def _check(self, job_id: str, watch: _Watch) -> bool:
         """Send what is due; True when the job needs no more watching."""
         job = self.services.job_store.get_job(job_id)
-        if job.status != JobStatus.ACCEPTED and "inProgressUri" in watch.uris and \
-                "inProgressUri" not in watch.sent:
+        if (
+            job.status != JobStatus.ACCEPTED
+            and "inProgressUri" in watch.uris
+            and "inProgressUri" not in watch.sent
+        ):
             watch.sent.add("inProgressUri")
             info = status_info(job, watch.base)
             if job.status.terminal:
@@ -120,15 +127,18 @@ class Notifier:
         for attempt in range(1, TRIES + 1):
             try:
                 if content is not None:
-                    response = httpx.post(uri, content=content, headers=headers,
-                                          timeout=TIMEOUT)
+                    response = httpx.post(uri, content=content, headers=headers, timeout=TIMEOUT)
                 else:
                     response = httpx.post(uri, json=body, timeout=TIMEOUT)
                 if response.status_code < 500:
-                    log.info("callback %s for job %s answered %s", uri, job_id,
-                             response.status_code, extra={"action": "callback_sent",
-                                                          "job_id": job_id})
+                    log.info(
+                        "callback %s for job %s answered %s",
+                        uri,
+                        job_id,
+                        response.status_code,
+                        extra={"action": "callback_sent", "job_id": job_id},
+                    )
                     return
             except httpx.HTTPError as exc:
                 log.warning("callback %s for job %s: %s (try %d)", uri, job_id, exc, attempt)
-            time.sleep(min(2.0 ** attempt, 10.0))
+            time.sleep(min(2.0**attempt, 10.0))

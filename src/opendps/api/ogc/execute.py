@@ -78,8 +78,7 @@ class Negotiated:
     applied_async: list[str] = field(default_factory=list)  # honoured if answered 201
 
 
-def negotiate(control: list[str], tokens: dict[str, str | None], max_wait: float
-              ) -> Negotiated:
+def negotiate(control: list[str], tokens: dict[str, str | None], max_wait: float) -> Negotiated:
     sync_ok = "sync-execute" in control
     async_ok = "async-execute" in control or not sync_ok
     wants_async = "respond-async" in tokens
@@ -120,7 +119,7 @@ def load_request(services: Any, job_id: str) -> dict[str, Any]:
     for event in services.job_store.job_events(job_id):
         if (event.message or "").startswith(REQUEST_EVENT):
             try:
-                return json.loads(event.message[len(REQUEST_EVENT):])
+                return json.loads(event.message[len(REQUEST_EVENT) :])
             except json.JSONDecodeError:
                 return {}
     return {}
@@ -129,10 +128,10 @@ def load_request(services: Any, job_id: str) -> dict[str, Any]:
 # -- execute ----------------------------------------------------------------------------------
 
 
-@router.post("/processes/{process_id}/execution", summary="Execute a process",
-             operation_id="execute")
-async def execute(process_id: str, request: Request, user: str = Depends(current_user)
-                  ) -> Response:
+@router.post(
+    "/processes/{process_id}/execution", summary="Execute a process", operation_id="execute"
+)
+async def execute(process_id: str, request: Request, user: str = Depends(current_user)) -> Response:
     services = services_of(request)
     base = base_url(request)
     algorithm = await run_in_threadpool(services.algorithms.get, process_id)
@@ -143,12 +142,21 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
     subscriber = check_subscriber(body.subscriber)
     max_wait = getattr(request.app.state, "ogc_sync_wait", DEFAULT_SYNC_WAIT)
     negotiated = negotiate(description["jobControlOptions"], prefer_tokens(request), max_wait)
-    submission = Submission(process_id=algorithm.process_id, inputs=inputs, queue=body.queue,
-                            priority=body.priority, tags=body.tags, dedup=body.dedup)
+    submission = Submission(
+        process_id=algorithm.process_id,
+        inputs=inputs,
+        queue=body.queue,
+        priority=body.priority,
+        tags=body.tags,
+        dedup=body.dedup,
+    )
     job = await run_in_threadpool(lambda: services.jobs.submit(submission, owner=user))
     if not job.deduped:
-        record = {"response": body.response, "outputs": modes if body.outputs else None,
-                  "subscriber": subscriber or None}
+        record = {
+            "response": body.response,
+            "outputs": modes if body.outputs else None,
+            "subscriber": subscriber or None,
+        }
         await run_in_threadpool(record_request, services, job.id, record)
         if subscriber:
             request.app.state.ogc_notifier.watch(job.id, subscriber, base, user)
@@ -156,14 +164,25 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
         job = await wait_for_job(services, job.id, negotiated.wait)
         if job.status.terminal:
             answer = await run_in_threadpool(
-                synchronous_answer, services, job, base, user, body, modes,
-                description["outputs"], request,
+                synchronous_answer,
+                services,
+                job,
+                base,
+                user,
+                body,
+                modes,
+                description["outputs"],
+                request,
             )
-            answer.headers.append("Link", f'<{base}/jobs/{job.id}>; rel="monitor"; '
-                                          'type="application/json"')
+            answer.headers.append(
+                "Link", f'<{base}/jobs/{job.id}>; rel="monitor"; type="application/json"'
+            )
             return _applied(answer, negotiated.applied)
-    answer = JSONResponse(status_info(job, base), status_code=200 if job.deduped else 201,
-                          headers={"Location": f"{base}/jobs/{job.id}"})
+    answer = JSONResponse(
+        status_info(job, base),
+        status_code=200 if job.deduped else 201,
+        headers={"Location": f"{base}/jobs/{job.id}"},
+    )
     return _applied(answer, negotiated.applied_async)
 
 
@@ -177,13 +196,27 @@ def _schemas(outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: (o.get("schema") or {}) for name, o in outputs.items() if isinstance(o, dict)}
 
 
-def synchronous_answer(services: Any, job: Job, base: str, user: str, body: ExecuteBody,
-                       modes: dict[str, str], outputs: dict[str, Any], request: Request
-                       ) -> Response:
+def synchronous_answer(
+    services: Any,
+    job: Job,
+    base: str,
+    user: str,
+    body: ExecuteBody,
+    modes: dict[str, str],
+    outputs: dict[str, Any],
+    request: Request,
+) -> Response:
     if job.status != JobStatus.SUCCESSFUL:
         return failure_response(job, base, request)
-    return render_results(services, job, base, user, response=body.response or "raw",
-                          modes=modes, schemas=_schemas(outputs))
+    return render_results(
+        services,
+        job,
+        base,
+        user,
+        response=body.response or "raw",
+        modes=modes,
+        schemas=_schemas(outputs),
+    )
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -197,8 +230,7 @@ def _output_schemas(services: Any, job: Job, base: str) -> dict[str, dict[str, A
     return _schemas(process_description(algorithm, base)["outputs"])
 
 
-def results_answer(services: Any, job: Job, base: str, user: str, request: Request
-                   ) -> Response:
+def results_answer(services: Any, job: Job, base: str, user: str, request: Request) -> Response:
     """``GET /jobs/{id}/results`` of any job."""
     if job.status == JobStatus.FAILED:
         return failure_response(job, base, request)
@@ -208,15 +240,25 @@ def results_answer(services: Any, job: Job, base: str, user: str, request: Reque
         raise ResultNotReady(f"job {job.id} is {job.status.value}; results are not ready")
     record = load_request(services, job.id)
     response = "raw" if record.get("response") == "raw" else "document"
-    return render_results(services, job, base, user, response=response,
-                          modes=record.get("outputs"), schemas=_output_schemas(services, job,
-                                                                               base))
+    return render_results(
+        services,
+        job,
+        base,
+        user,
+        response=response,
+        modes=record.get("outputs"),
+        schemas=_output_schemas(services, job, base),
+    )
 
 
-@router.get("/jobs/{job_id}/results/{output_id}", summary="One output of a job, by value",
-            operation_id="getResultOutput")
-def job_output(job_id: str, output_id: str, request: Request,
-               user: str = Depends(current_user)) -> Response:
+@router.get(
+    "/jobs/{job_id}/results/{output_id}",
+    summary="One output of a job, by value",
+    operation_id="getResultOutput",
+)
+def job_output(
+    job_id: str, output_id: str, request: Request, user: str = Depends(current_user)
+) -> Response:
     services = services_of(request)
     base = base_url(request)
     job = services.jobs.get(job_id, user=user)
@@ -226,7 +268,8 @@ def job_output(job_id: str, output_id: str, request: Request,
         raise ResultNotReady(f"job {job.id} is {job.status.value}; results are not ready")
     results = stored_results(services, job, base, user)
     if output_id not in results:
-        raise NoSuchOutput(f"job {job.id} has no output {output_id!r}; it has: "
-                           f"{', '.join(results) or 'none'}")
+        raise NoSuchOutput(
+            f"job {job.id} has no output {output_id!r}; it has: {', '.join(results) or 'none'}"
+        )
     schema = _output_schemas(services, job, base).get(output_id)
     return value_response(services, job, base, user, results[output_id], schema)

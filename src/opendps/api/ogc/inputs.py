@@ -28,8 +28,10 @@ TRANSMISSION_MODES = ("value", "reference")
 _TYPES = {
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -52,8 +54,12 @@ def schema_error(schema: Any, value: Any, where: str) -> str | None:
         if options:
             errors = [schema_error(option, value, where) for option in options]
             if all(e is not None for e in errors):
-                return errors[0] if len(errors) == 1 else f"{where}: matches none of the " \
+                return (
+                    errors[0]
+                    if len(errors) == 1
+                    else f"{where}: matches none of the "
                     f"allowed forms ({'; '.join(str(e) for e in errors)})"
+                )
     if "not" in schema and schema_error(schema["not"], value, where) is None:
         return f"{where}: is of a form that is not allowed"
     return _type_error(schema, value, where) or _value_error(schema, value, where)
@@ -196,9 +202,13 @@ def _coerce(schema: dict[str, Any], value: Any) -> Any:
                 return value
         if accepts(schema, "boolean") and text.lower() in ("true", "false"):
             return text.lower() == "true"
-    if isinstance(value, int | float) and not isinstance(value, bool) and \
-            not accepts(schema, "number") and not accepts(schema, "integer") and \
-            accepts(schema, "string"):
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not accepts(schema, "number")
+        and not accepts(schema, "integer")
+        and accepts(schema, "string")
+    ):
         return str(value)
     return value
 
@@ -250,18 +260,20 @@ def _max_occurs(description: Mapping[str, Any]) -> int | None:
         return 1
 
 
-def check_inputs(described: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], *,
-                 plain: bool) -> dict[str, Any]:
+def check_inputs(
+    described: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], *, plain: bool
+) -> dict[str, Any]:
     """Every given input checked against its description; missing mandatory ones refused.
     ``plain``: unwrap links and qualified values (for run commands and CWL)."""
     unknown = sorted(set(given) - set(described))
     if unknown:
-        raise InvalidInput(f"unknown input(s) {', '.join(map(repr, unknown))}; this process "
-                           f"takes: {', '.join(described) or 'none'}")
+        raise InvalidInput(
+            f"unknown input(s) {', '.join(map(repr, unknown))}; this process "
+            f"takes: {', '.join(described) or 'none'}"
+        )
     values: dict[str, Any] = {}
     for name, description in described.items():
-        schema = description.get("schema") if isinstance(description.get("schema"), dict) \
-            else {}
+        schema = description.get("schema") if isinstance(description.get("schema"), dict) else {}
         value = given.get(name)
         if value is None:
             if int(description.get("minOccurs", 1) or 0) > 0 and "default" not in schema:
@@ -269,8 +281,10 @@ def check_inputs(described: Mapping[str, Mapping[str, Any]], given: Mapping[str,
             continue
         limit = _max_occurs(description)
         many = limit is None or limit > 1
-        if isinstance(value, list) and many and not (
-            accepts(schema, "array") and not any(isinstance(v, list) for v in value)
+        if (
+            isinstance(value, list)
+            and many
+            and not (accepts(schema, "array") and not any(isinstance(v, list) for v in value))
         ):
             if limit is not None and len(value) > limit:
                 raise InvalidInput(f"input {name!r} takes at most {limit} values")
@@ -283,20 +297,21 @@ def check_inputs(described: Mapping[str, Mapping[str, Any]], given: Mapping[str,
 # -- outputs ----------------------------------------------------------------------------------
 
 
-def requested_outputs(described: Mapping[str, Any], requested: Mapping[str, Any]
-                      ) -> dict[str, str]:
+def requested_outputs(described: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, str]:
     """Output id -> transmission mode; all outputs by value when none are named."""
     if not requested:
         return dict.fromkeys(described, "value")
     chosen: dict[str, str] = {}
     for name, options in requested.items():
         if name not in described:
-            raise InvalidInput(f"unknown output {name!r}; this process has: "
-                               f"{', '.join(described) or 'none'}")
+            raise InvalidInput(
+                f"unknown output {name!r}; this process has: {', '.join(described) or 'none'}"
+            )
         options = options if isinstance(options, dict) else {}
         mode = options.get("transmissionMode") or "value"
         if mode not in TRANSMISSION_MODES:
-            raise InvalidInput(f"output {name!r}: transmissionMode must be 'value' or "
-                               f"'reference'; got {mode!r}")
+            raise InvalidInput(
+                f"output {name!r}: transmissionMode must be 'value' or 'reference'; got {mode!r}"
+            )
         chosen[name] = mode
     return chosen

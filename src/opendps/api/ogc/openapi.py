@@ -18,8 +18,14 @@ from fastapi import FastAPI
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 REF = "#/components/schemas/"
-CWL_MEDIA_TYPES = ("application/cwl+yaml", "application/cwl+json", "application/cwl",
-                   "application/ogcapppkg+json", "application/yaml", JSON)
+CWL_MEDIA_TYPES = (
+    "application/cwl+yaml",
+    "application/cwl+json",
+    "application/cwl",
+    "application/ogcapppkg+json",
+    "application/yaml",
+    JSON,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,22 +41,30 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Link": {
         "type": "object",
         "required": ["href"],
-        "properties": {name: {"type": "string"} for name in
-                       ("href", "rel", "type", "hreflang", "title")},
+        "properties": {
+            name: {"type": "string"} for name in ("href", "rel", "type", "hreflang", "title")
+        },
     },
     "Exception": {
         "type": "object",
         "required": ["type"],
-        "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                       "status": {"type": "integer"}, "detail": {"type": "string"},
-                       "instance": {"type": "string"}},
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+        },
         "additionalProperties": True,
     },
     "LandingPage": {
         "type": "object",
         "required": ["links"],
-        "properties": {"title": {"type": "string"}, "description": {"type": "string"},
-                       "links": _array(_ref("Link"))},
+        "properties": {
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "links": _array(_ref("Link")),
+        },
     },
     "ConfClasses": {
         "type": "object",
@@ -66,8 +80,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "title": {"type": "string"},
             "description": {"type": "string"},
             "keywords": _array({"type": "string"}),
-            "jobControlOptions": _array({"type": "string", "enum": [
-                "sync-execute", "async-execute", "dismiss"]}),
+            "jobControlOptions": _array(
+                {"type": "string", "enum": ["sync-execute", "async-execute", "dismiss"]}
+            ),
             "outputTransmission": _array({"type": "string", "enum": ["value", "reference"]}),
             "mutable": {"type": "boolean"},
             "links": _array(_ref("Link")),
@@ -76,9 +91,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ProcessList": {
         "type": "object",
         "required": ["processes", "links"],
-        "properties": {"processes": _array(_ref("ProcessSummary")),
-                       "links": _array(_ref("Link")),
-                       "numberMatched": {"type": "integer"}},
+        "properties": {
+            "processes": _array(_ref("ProcessSummary")),
+            "links": _array(_ref("Link")),
+            "numberMatched": {"type": "integer"},
+        },
     },
     "InputDescription": {
         "type": "object",
@@ -87,25 +104,34 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "title": {"type": "string"},
             "description": {"type": "string"},
             "minOccurs": {"type": "integer"},
-            "maxOccurs": {"oneOf": [{"type": "integer"},
-                                    {"type": "string", "enum": ["unbounded"]}]},
+            "maxOccurs": {
+                "oneOf": [{"type": "integer"}, {"type": "string", "enum": ["unbounded"]}]
+            },
             "schema": {"type": "object"},
         },
     },
     "OutputDescription": {
         "type": "object",
         "required": ["schema"],
-        "properties": {"title": {"type": "string"}, "description": {"type": "string"},
-                       "schema": {"type": "object"}},
+        "properties": {
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "schema": {"type": "object"},
+        },
     },
     "Process": {
         "allOf": [
             _ref("ProcessSummary"),
-            {"type": "object", "properties": {
-                "inputs": {"type": "object", "additionalProperties": _ref("InputDescription")},
-                "outputs": {"type": "object",
-                            "additionalProperties": _ref("OutputDescription")},
-            }},
+            {
+                "type": "object",
+                "properties": {
+                    "inputs": {"type": "object", "additionalProperties": _ref("InputDescription")},
+                    "outputs": {
+                        "type": "object",
+                        "additionalProperties": _ref("OutputDescription"),
+                    },
+                },
+            },
         ],
     },
     "StatusInfo": {
@@ -128,28 +154,42 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "JobList": {
         "type": "object",
         "required": ["jobs", "links"],
-        "properties": {"jobs": _array(_ref("StatusInfo")), "links": _array(_ref("Link")),
-                       "numberMatched": {"type": "integer"}},
+        "properties": {
+            "jobs": _array(_ref("StatusInfo")),
+            "links": _array(_ref("Link")),
+            "numberMatched": {"type": "integer"},
+        },
     },
     "Results": {"type": "object", "additionalProperties": True},
     "Execute": {
         "type": "object",
         "properties": {
             "inputs": {"type": "object", "additionalProperties": True},
-            "outputs": {"type": "object", "additionalProperties": {
+            "outputs": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "format": {
+                            "type": "object",
+                            "properties": {
+                                "mediaType": {"type": "string"},
+                                "encoding": {"type": "string"},
+                            },
+                        },
+                        "transmissionMode": {"type": "string", "enum": ["value", "reference"]},
+                    },
+                },
+            },
+            "response": {"type": "string", "enum": ["raw", "document"]},
+            "subscriber": {
                 "type": "object",
                 "properties": {
-                    "format": {"type": "object", "properties": {
-                        "mediaType": {"type": "string"}, "encoding": {"type": "string"}}},
-                    "transmissionMode": {"type": "string", "enum": ["value", "reference"]},
+                    "successUri": {"type": "string", "format": "uri"},
+                    "inProgressUri": {"type": "string", "format": "uri"},
+                    "failedUri": {"type": "string", "format": "uri"},
                 },
-            }},
-            "response": {"type": "string", "enum": ["raw", "document"]},
-            "subscriber": {"type": "object", "properties": {
-                "successUri": {"type": "string", "format": "uri"},
-                "inProgressUri": {"type": "string", "format": "uri"},
-                "failedUri": {"type": "string", "format": "uri"},
-            }},
+            },
             "queue": {"type": "string"},
             "priority": {"type": "integer", "minimum": 0, "maximum": 9},
             "tag": {"type": "string"},
@@ -170,71 +210,186 @@ def _error(description: str) -> dict[str, Any]:
 
 
 LOCATION = {"Location": {"description": "the created resource", "schema": {"type": "string"}}}
-LINKS = {"Link": {"description": "links to the outputs, or the job (rel=monitor)",
-                  "schema": {"type": "string"}}}
+LINKS = {
+    "Link": {
+        "description": "links to the outputs, or the job (rel=monitor)",
+        "schema": {"type": "string"},
+    }
+}
 ANY = {"*/*": {"schema": {}}}
 PACKAGE_BODY = {"required": True, "content": {m: {"schema": {}} for m in CWL_MEDIA_TYPES}}
 
 # (method, path) -> operation id, success responses, extra error codes
 OPERATIONS: dict[tuple[str, str], tuple[str, dict[str, Any], tuple[int, ...]]] = {
-    ("get", "/"): ("getLandingPage", {
-        "200": {"description": "the landing page", "content": _json("LandingPage")},
-        "303": {"description": "a browser is sent to the web UI"}}, ()),
-    ("get", "/conformance"): ("getConformanceClasses", {
-        "200": {"description": "the conformance classes", "content": _json("ConfClasses")}}, ()),
-    ("get", "/processes"): ("getProcesses", {
-        "200": {"description": "the processes", "content": _json("ProcessList")}}, (400,)),
-    ("post", "/processes"): ("deploy", {
-        "201": {"description": "deployed", "headers": LOCATION,
-                "content": _json("ProcessSummary")}}, (400, 403, 409, 415)),
-    ("get", "/processes/{process_id}"): ("getProcessDescription", {
-        "200": {"description": "the process description", "content": _json("Process")}}, (404,)),
-    ("put", "/processes/{process_id}"): ("replace", {
-        "200": {"description": "replaced (MAAP registrations)",
-                "content": _json("ProcessSummary")},
-        "204": {"description": "replaced (application packages)"}}, (400, 403, 404, 409, 415)),
-    ("delete", "/processes/{process_id}"): ("undeploy", {
-        "204": {"description": "undeployed"}}, (403, 404, 409)),
-    ("get", "/processes/{process_id}/package"): ("getPackage", {
-        "200": {"description": "the package as deployed",
-                "content": {m: {"schema": {}} for m in CWL_MEDIA_TYPES}}}, (404,)),
-    ("post", "/processes/{process_id}/execution"): ("execute", {
-        "200": {"description": "synchronous results: a results document, one output in its "
-                "own media type, or multipart/related", "headers": LINKS,
-                "content": {JSON: {"schema": _ref("Results")}, "multipart/related": {
-                    "schema": {}}, **ANY}},
-        "201": {"description": "job created (asynchronous)", "headers": LOCATION,
-                "content": _json("StatusInfo")},
-        "204": {"description": "synchronous results by reference (Link headers)",
-                "headers": LINKS}}, (400, 403, 404)),
-    ("get", "/jobs"): ("getJobs", {
-        "200": {"description": "the jobs", "content": _json("JobList")}}, (400,)),
-    ("get", "/jobs/{job_id}"): ("getStatus", {
-        "200": {"description": "the job's status", "content": _json("StatusInfo")}}, (404,)),
-    ("delete", "/jobs/{job_id}"): ("dismiss", {
-        "200": {"description": "dismissed", "content": _json("StatusInfo")}}, (404,)),
-    ("get", "/jobs/{job_id}/results"): ("getResult", {
-        "200": {"description": "the results", "headers": LINKS,
-                "content": {JSON: {"schema": _ref("Results")}, "multipart/related": {
-                    "schema": {}}, **ANY}},
-        "204": {"description": "results by reference (Link headers)", "headers": LINKS},
-        "303": {"description": "the output lives elsewhere"}}, (400, 404)),
-    ("get", "/jobs/{job_id}/logs"): ("getLogs", {
-        "200": {"description": "stdout and stderr; with follow=true a server-sent event stream",
-                "content": {JSON: {"schema": {"type": "object", "properties": {
-                    "stdout": {"type": "string"}, "stderr": {"type": "string"}}}},
-                    "text/event-stream": {"schema": {"type": "object", "properties": {
-                        "event": {"type": "string", "enum": ["stdout", "stderr", "end"]},
-                        "data": {"type": "string"}}}}}}}, (400, 404)),
-    ("get", "/jobs/{job_id}/outputs/{path}"): ("getOutputFile", {
-        "200": {"description": "the file's bytes", "content": ANY}}, (400, 404)),
-    ("get", "/jobs/{job_id}/results/{output_id}"): ("getResultOutput", {
-        "200": {"description": "the output's value", "content": ANY},
-        "303": {"description": "the output lives elsewhere"}}, (400, 404)),
+    ("get", "/"): (
+        "getLandingPage",
+        {
+            "200": {"description": "the landing page", "content": _json("LandingPage")},
+            "303": {"description": "a browser is sent to the web UI"},
+        },
+        (),
+    ),
+    ("get", "/conformance"): (
+        "getConformanceClasses",
+        {"200": {"description": "the conformance classes", "content": _json("ConfClasses")}},
+        (),
+    ),
+    ("get", "/processes"): (
+        "getProcesses",
+        {"200": {"description": "the processes", "content": _json("ProcessList")}},
+        (400,),
+    ),
+    ("post", "/processes"): (
+        "deploy",
+        {
+            "201": {
+                "description": "deployed",
+                "headers": LOCATION,
+                "content": _json("ProcessSummary"),
+            }
+        },
+        (400, 403, 409, 415),
+    ),
+    ("get", "/processes/{process_id}"): (
+        "getProcessDescription",
+        {"200": {"description": "the process description", "content": _json("Process")}},
+        (404,),
+    ),
+    ("put", "/processes/{process_id}"): (
+        "replace",
+        {
+            "200": {
+                "description": "replaced (MAAP registrations)",
+                "content": _json("ProcessSummary"),
+            },
+            "204": {"description": "replaced (application packages)"},
+        },
+        (400, 403, 404, 409, 415),
+    ),
+    ("delete", "/processes/{process_id}"): (
+        "undeploy",
+        {"204": {"description": "undeployed"}},
+        (403, 404, 409),
+    ),
+    ("get", "/processes/{process_id}/package"): (
+        "getPackage",
+        {
+            "200": {
+                "description": "the package as deployed",
+                "content": {m: {"schema": {}} for m in CWL_MEDIA_TYPES},
+            }
+        },
+        (404,),
+    ),
+    ("post", "/processes/{process_id}/execution"): (
+        "execute",
+        {
+            "200": {
+                "description": "synchronous results: a results document, one output in its "
+                "own media type, or multipart/related",
+                "headers": LINKS,
+                "content": {
+                    JSON: {"schema": _ref("Results")},
+                    "multipart/related": {"schema": {}},
+                    **ANY,
+                },
+            },
+            "201": {
+                "description": "job created (asynchronous)",
+                "headers": LOCATION,
+                "content": _json("StatusInfo"),
+            },
+            "204": {
+                "description": "synchronous results by reference (Link headers)",
+                "headers": LINKS,
+            },
+        },
+        (400, 403, 404),
+    ),
+    ("get", "/jobs"): (
+        "getJobs",
+        {"200": {"description": "the jobs", "content": _json("JobList")}},
+        (400,),
+    ),
+    ("get", "/jobs/{job_id}"): (
+        "getStatus",
+        {"200": {"description": "the job's status", "content": _json("StatusInfo")}},
+        (404,),
+    ),
+    ("delete", "/jobs/{job_id}"): (
+        "dismiss",
+        {"200": {"description": "dismissed", "content": _json("StatusInfo")}},
+        (404,),
+    ),
+    ("get", "/jobs/{job_id}/results"): (
+        "getResult",
+        {
+            "200": {
+                "description": "the results",
+                "headers": LINKS,
+                "content": {
+                    JSON: {"schema": _ref("Results")},
+                    "multipart/related": {"schema": {}},
+                    **ANY,
+                },
+            },
+            "204": {"description": "results by reference (Link headers)", "headers": LINKS},
+            "303": {"description": "the output lives elsewhere"},
+        },
+        (400, 404),
+    ),
+    ("get", "/jobs/{job_id}/logs"): (
+        "getLogs",
+        {
+            "200": {
+                "description": "stdout and stderr; with follow=true a server-sent event stream",
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "stdout": {"type": "string"},
+                                "stderr": {"type": "string"},
+                            },
+                        }
+                    },
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "event": {"type": "string", "enum": ["stdout", "stderr", "end"]},
+                                "data": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+        (400, 404),
+    ),
+    ("get", "/jobs/{job_id}/outputs/{path}"): (
+        "getOutputFile",
+        {"200": {"description": "the file's bytes", "content": ANY}},
+        (400, 404),
+    ),
+    ("get", "/jobs/{job_id}/results/{output_id}"): (
+        "getResultOutput",
+        {
+            "200": {"description": "the output's value", "content": ANY},
+            "303": {"description": "the output lives elsewhere"},
+        },
+        (400, 404),
+    ),
 }
-ERROR_TEXT = {400: "invalid request", 401: "authentication required", 403: "forbidden",
-              404: "not found", 409: "conflict", 415: "unsupported media type",
-              500: "server error"}
+ERROR_TEXT = {
+    400: "invalid request",
+    401: "authentication required",
+    403: "forbidden",
+    404: "not found",
+    409: "conflict",
+    415: "unsupported media type",
+    500: "server error",
+}
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -262,18 +417,35 @@ def openapi_30(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
         schemas[name] = schema_30(schema)
     schemas.update(copy.deepcopy(SCHEMAS))
     components["securitySchemes"] = {
-        "bearerAuth": {"type": "http", "scheme": "bearer",
-                       "description": "a DPS token (Authorization: Bearer <token>)"},
-        "dpsToken": {"type": "apiKey", "in": "header", "name": "dps-token",
-                     "description": "a DPS token in a header (MAAP clients send proxy-ticket)"},
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "a DPS token (Authorization: Bearer <token>)",
+        },
+        "dpsToken": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "dps-token",
+            "description": "a DPS token in a header (MAAP clients send proxy-ticket)",
+        },
     }
     auth = bool(getattr(app.state.services.settings, "auth", False))
-    document["security"] = [{"bearerAuth": []}, {"dpsToken": []}] if auth else \
-        [{}, {"bearerAuth": []}, {"dpsToken": []}]
+    document["security"] = (
+        [{"bearerAuth": []}, {"dpsToken": []}]
+        if auth
+        else [{}, {"bearerAuth": []}, {"dpsToken": []}]
+    )
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             if isinstance(operation, dict) and method in (
-                    "get", "put", "post", "delete", "patch", "head", "options"):
+                "get",
+                "put",
+                "post",
+                "delete",
+                "patch",
+                "head",
+                "options",
+            ):
                 _operation_30(method, path, operation, auth)
     return document
 
@@ -303,18 +475,30 @@ def _operation_30(method: str, path: str, operation: dict[str, Any], auth: bool)
         responses.update(copy.deepcopy(success))
         codes: tuple[int, ...] = errors
         if operation_id == "execute":
-            operation.setdefault("parameters", []).append({
-                "name": "Prefer", "in": "header", "required": False,
-                "description": "respond-async and/or wait=<seconds> (RFC 7240)",
-                "schema": {"type": "string"}})
-            operation["requestBody"] = {"required": False,
-                                        "content": {JSON: {"schema": _ref("Execute")}}}
+            operation.setdefault("parameters", []).append(
+                {
+                    "name": "Prefer",
+                    "in": "header",
+                    "required": False,
+                    "description": "respond-async and/or wait=<seconds> (RFC 7240)",
+                    "schema": {"type": "string"},
+                }
+            )
+            operation["requestBody"] = {
+                "required": False,
+                "content": {JSON: {"schema": _ref("Execute")}},
+            }
         if operation_id in ("deploy", "replace"):
             operation["requestBody"] = copy.deepcopy(PACKAGE_BODY)
-            operation.setdefault("parameters", []).append({
-                "name": "w", "in": "query", "required": False,
-                "description": "the workflow of a CWL $graph to deploy",
-                "schema": {"type": "string"}})
+            operation.setdefault("parameters", []).append(
+                {
+                    "name": "w",
+                    "in": "query",
+                    "required": False,
+                    "description": "the workflow of a CWL $graph to deploy",
+                    "schema": {"type": "string"},
+                }
+            )
             operation["parameters"] = _unique(operation["parameters"])
     else:
         codes = (400, 404) if "{" in path or operation.get("parameters") else ()
@@ -322,8 +506,9 @@ def _operation_30(method: str, path: str, operation: dict[str, Any], auth: bool)
             codes = (400, 404)
     for code in (*codes, *((401, 403) if auth else ()), 500):
         if str(code) not in responses:
-            responses[str(code)] = _error(ERROR_TEXT[code]) if ogc else \
-                {"description": ERROR_TEXT[code]}
+            responses[str(code)] = (
+                _error(ERROR_TEXT[code]) if ogc else {"description": ERROR_TEXT[code]}
+            )
 
 
 def _unique(parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -389,17 +574,37 @@ def schema_30(schema: Any) -> Any:
             schema[bound] = True
     if schema.get("contentEncoding") == "base64" and schema.get("type") == "string":
         schema.setdefault("format", "byte")
-    for key in ("contentEncoding", "contentMediaType", "contentSchema", "$schema", "$id",
-                "$comment", "$defs", "definitions", "prefixItems", "unevaluatedProperties",
-                "dependentRequired", "dependentSchemas", "if", "then", "else", "$anchor"):
+    for key in (
+        "contentEncoding",
+        "contentMediaType",
+        "contentSchema",
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "definitions",
+        "prefixItems",
+        "unevaluatedProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "if",
+        "then",
+        "else",
+        "$anchor",
+    ):
         schema.pop(key, None)
     if "$ref" in schema:  # 3.0 ignores siblings of $ref; keep only what is allowed
         ref = schema["$ref"]
         extras = {k: v for k, v in schema.items() if k != "$ref" and not re.match(r"x-", k)}
         if extras:
-            return {"allOf": [{"$ref": ref}], **{k: v for k, v in extras.items()
-                                                  if k in ("description", "title", "nullable",
-                                                           "default")}}
+            return {
+                "allOf": [{"$ref": ref}],
+                **{
+                    k: v
+                    for k, v in extras.items()
+                    if k in ("description", "title", "nullable", "default")
+                },
+            }
     return schema
 
 

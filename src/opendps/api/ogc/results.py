@@ -51,8 +51,11 @@ def outputs_prefix(base: str, job: Job) -> str:
 def _absolute(value: Any, prefix: str) -> Any:
     if isinstance(value, list):
         return [_absolute(v, prefix) for v in value]
-    if isinstance(value, dict) and isinstance(value.get("href"), str) and "://" not in \
-            value["href"]:
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("href"), str)
+        and "://" not in value["href"]
+    ):
         return {**value, "href": urljoin(prefix, value["href"])}
     return value
 
@@ -64,11 +67,16 @@ def stored_results(services: Any, job: Job, base: str, user: str | None) -> dict
         return {name: _absolute(value, prefix) for name, value in job.results.items()}
     listing = services.jobs.outputs(job.id, user=user)
     files = [f for f in listing["outputs"] if not f["path"].startswith("_")]
-    return {"output": [
-        {"href": prefix + quote(f["path"]), "type": guess_media_type(f["path"]),
-         "title": f["path"]}
-        for f in files
-    ]}
+    return {
+        "output": [
+            {
+                "href": prefix + quote(f["path"]),
+                "type": guess_media_type(f["path"]),
+                "title": f["path"],
+            }
+            for f in files
+        ]
+    }
 
 
 def is_link(value: Any) -> bool:
@@ -105,7 +113,9 @@ def raw_content(value: Any, schema: Mapping[str, Any] | None = None) -> tuple[by
         encoding = str(value.get("encoding") or fmt.get("encoding") or "")
         value = value["value"]
     binary = encoding.lower() == "base64" or (schema or {}).get("contentEncoding") in (
-        "base64", "binary")
+        "base64",
+        "binary",
+    )
     if isinstance(value, str):
         if binary and not media.startswith("text/"):
             try:
@@ -116,8 +126,9 @@ def raw_content(value: Any, schema: Mapping[str, Any] | None = None) -> tuple[by
     return json.dumps(value).encode(), media
 
 
-def reference_to(job: Job, base: str, name: str, value: Any,
-                 schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def reference_to(
+    job: Job, base: str, name: str, value: Any, schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """An output as a link: its own when it is one, else the output's results URL."""
     if is_link(value):
         return value
@@ -127,11 +138,17 @@ def reference_to(job: Job, base: str, name: str, value: Any,
 
 def _own_output_path(job: Job, base: str, href: str) -> str | None:
     prefix = outputs_prefix(base, job)
-    return unquote(href[len(prefix):]) if href.startswith(prefix) else None
+    return unquote(href[len(prefix) :]) if href.startswith(prefix) else None
 
 
-def value_response(services: Any, job: Job, base: str, user: str | None, value: Any,
-                   schema: Mapping[str, Any] | None = None) -> Response:
+def value_response(
+    services: Any,
+    job: Job,
+    base: str,
+    user: str | None,
+    value: Any,
+    schema: Mapping[str, Any] | None = None,
+) -> Response:
     """One output by value: the file for a link into the job's outputs, a redirect for
     another link, else the inline value in its media type."""
     if is_link(value):
@@ -145,16 +162,21 @@ def value_response(services: Any, job: Job, base: str, user: str | None, value: 
                 while block := handle.read(1 << 20):
                     yield block
 
-        return StreamingResponse(chunks(), media_type=value.get("type") or
-                                 guess_media_type(path))
+        return StreamingResponse(chunks(), media_type=value.get("type") or guess_media_type(path))
     if isinstance(value, list) and not any(isinstance(v, list) for v in value):
         return JSONResponse(value)
     content, media = raw_content(value, schema)
     return Response(content, media_type=media)
 
 
-def _part_bytes(services: Any, job: Job, base: str, user: str | None, value: Any,
-                schema: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
+def _part_bytes(
+    services: Any,
+    job: Job,
+    base: str,
+    user: str | None,
+    value: Any,
+    schema: Mapping[str, Any] | None,
+) -> tuple[bytes | None, str]:
     if is_link(value):
         path = _own_output_path(job, base, value["href"])
         if path is None:
@@ -175,9 +197,16 @@ def link_header(link: Mapping[str, Any], rel: str, title: str | None = None) -> 
     return "; ".join(parts)
 
 
-def render_results(services: Any, job: Job, base: str, user: str | None, *, response: str,
-                   modes: Mapping[str, str] | None, schemas: Mapping[str, Mapping[str, Any]]
-                   ) -> Response:
+def render_results(
+    services: Any,
+    job: Job,
+    base: str,
+    user: str | None,
+    *,
+    response: str,
+    modes: Mapping[str, str] | None,
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> Response:
     """The results of a successful job, as ``response`` and ``modes`` (output -> value |
     reference; None: every output by value) ask. Outputs the job did not produce are left
     out."""
@@ -205,8 +234,15 @@ def render_results(services: Any, job: Job, base: str, user: str | None, *, resp
     return multipart(services, job, base, user, results, chosen, schemas)
 
 
-def multipart(services: Any, job: Job, base: str, user: str | None, results: Mapping[str, Any],
-              chosen: Mapping[str, str], schemas: Mapping[str, Mapping[str, Any]]) -> Response:
+def multipart(
+    services: Any,
+    job: Job,
+    base: str,
+    user: str | None,
+    results: Mapping[str, Any],
+    chosen: Mapping[str, str],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> Response:
     """RFC 2387 ``multipart/related``, one part per output."""
     boundary = f"dps-{uuid.uuid4().hex}"
     body = bytearray()
@@ -236,8 +272,7 @@ def failure_response(job: Job, base: str, request: Request | None) -> JSONRespon
     """A failed job's exception (/req/core/job-results-failed): the status and type follow
     the reason it failed."""
     if job.reason in FAILED_AS_BAD_REQUEST:
-        status, type_uri, title = 400, OGC_EXCEPTIONS + "invalid-parameter-value", \
-            "Invalid input"
+        status, type_uri, title = 400, OGC_EXCEPTIONS + "invalid-parameter-value", "Invalid input"
     else:
         status, type_uri, title = 500, OGC_EXCEPTIONS + "job-failed", "Job failed"
     body = {
