@@ -358,7 +358,7 @@ def _clear_leftovers(services: Services) -> None:
         JobFilters(statuses=(JobStatus.ACCEPTED, JobStatus.RUNNING)), limit=10000
     ).items
     for job in active:
-        kill_orphaned_run(job)
+        kill_orphaned_run(services, job)
         status, reason = (
             (JobStatus.FAILED, Reason.WORKER_LOST)
             if job.status == JobStatus.RUNNING

@@ -47,12 +47,12 @@ def worker_alive(worker: str) -> bool:
         return False
 
 
-def kill_orphaned_run(job: Job) -> None:
+def kill_orphaned_run(services: Services, job: Job) -> None:
     """The run command may outlive a killed supervisor: kill its group before a re-run,
     so no two copies of a job run at once."""
-    if not job.work_dir:
-        return
-    pid_file = Path(job.work_dir) / RUN_PID_FILE
+    from opendps.service.jobs import work_dir_of
+
+    pid_file = work_dir_of(services.settings, job) / RUN_PID_FILE
     try:
         pid_text, started_text = pid_file.read_text().split()
         pid, started = int(pid_text), float(started_text)
@@ -67,7 +67,7 @@ def kill_orphaned_run(job: Job) -> None:
 
 def recover_job(services: Services, job: Job, message: str) -> Job | None:
     """A running job lost its supervisor: dismiss, re-queue or fail it."""
-    kill_orphaned_run(job)
+    kill_orphaned_run(services, job)
     store = services.job_store
     try:
         if job.cancel_requested:

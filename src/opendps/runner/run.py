@@ -45,6 +45,19 @@ class RunState:
     exit_code: int | None = None
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    phase: Phase = Phase.BUILD
+    _mark: float = field(default_factory=time.monotonic)
+
+    def enter(self, phase: Phase) -> None:
+        """Start a phase; the time spent in the previous one goes into the metrics."""
+        self.close_phase()
+        self.phase = phase
+
+    def close_phase(self) -> None:
+        now = time.monotonic()
+        seconds = self.metrics.setdefault("phase_seconds", {})
+        seconds[self.phase.value] = round(seconds.get(self.phase.value, 0.0) + now - self._mark, 4)
+        self._mark = now
 
 
 class CancelWatch:
@@ -92,7 +105,7 @@ def run_job(services: Services, job_id: str, *, cancel_event: threading.Event | 
 
 
 def _phase_of(state: RunState) -> Phase:
-    return Phase(state.metrics.get("_phase", Phase.BUILD.value))
+    return state.phase
 
 
 def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None:
@@ -101,7 +114,7 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
     algorithm = services.catalog.get_algorithm_by_id(job.algorithm_id)
     spec = AlgorithmSpec.model_validate(algorithm.spec)
     build = algorithm.build
-    state.metrics["_phase"] = Phase.BUILD.value
+    state.enter(Phase.BUILD)
     if build is None or build.status != BuildStatus.READY:
         raise JobFailed(
             JobStatus.FAILED,
@@ -115,13 +128,12 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
 
     work = prepare_workdir(settings.jobs_dir / job.id, job)
     state.work = work
-    services.job_store.update_job(job.id, work_dir=str(work.root))
 
-    state.metrics["_phase"] = Phase.LOCALIZE.value
+    state.enter(Phase.LOCALIZE)
     _localize(services, state, spec, watch)
     _check_cancel(watch, Phase.LOCALIZE)
 
-    state.metrics["_phase"] = Phase.RUN.value
+    state.enter(Phase.RUN)
     _execute(services, state, spec, build.algorithm_dir, build.env_dir, watch)
 
 
@@ -373,6 +385,7 @@ def _finish(
 
     job = state.job
     if state.work is not None:
+        state.enter(Phase.STAGE)
         try:
             state.metrics["work_dir_bytes"] = state.work.size()
             _stage(services, state)
@@ -381,7 +394,7 @@ def _finish(
             if status == JobStatus.SUCCESSFUL:
                 status, reason, phase = JobStatus.FAILED, Reason.UPLOAD_ERROR, Phase.STAGE
                 message = f"uploading outputs failed: {exc}"
-    state.metrics.pop("_phase", None)
+    state.close_phase()
     state.metrics["host"] = host_facts()
     fields: dict[str, Any] = {
         "metrics": state.metrics,
@@ -393,6 +406,8 @@ def _finish(
     }
     # Everything is staged; failed jobs' work dirs are kept for debugging.
     keep = services.settings.keep_work_dirs
+    if state.work is not None:
+        fields["work_dir"] = str(state.work.root)
     if state.work is not None and status == JobStatus.SUCCESSFUL and not keep:
         state.work.remove()
         fields["work_dir"] = None

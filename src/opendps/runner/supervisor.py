@@ -18,17 +18,19 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from opendps.service.context import Services
 from opendps.settings import Settings
 
 
-def supervise(settings: Settings, job_id: str) -> int:
+def supervise(services: Services, job_id: str) -> int:
     """Body of a supervisor process: run the job, return an exit status."""
     import psutil
 
     from opendps.runner.run import run_job
-    from opendps.service.context import Services
 
-    services = Services(settings, migrate=False)
+    # The launcher built ``services`` before forking but never connected: drop the
+    # inherited pool state without touching the parent's (SQLAlchemy's fork recipe).
+    services.db.engine.dispose(close=False)
     try:
         me = psutil.Process()
         services.job_store.record_supervisor(job_id, me.pid, me.create_time())
@@ -38,7 +40,7 @@ def supervise(settings: Settings, job_id: str) -> int:
         services.close()
 
 
-def _child(settings: Settings, job_id: str, log_path: Path) -> None:
+def _child(services: Services, job_id: str, log_path: Path) -> None:
     """In the forked child: detach, point stdio away from the launcher's pipes, run."""
     os.setsid()
     signal.set_wakeup_fd(-1)
@@ -53,7 +55,7 @@ def _child(settings: Settings, job_id: str, log_path: Path) -> None:
     os.close(log_fd)
     status = 1
     try:
-        status = supervise(settings, job_id)
+        status = supervise(services, job_id)
     except BaseException:
         import traceback
 
@@ -78,6 +80,13 @@ def _preload() -> None:
 def launcher_main() -> None:
     settings = Settings.model_validate(json.loads(os.environ["DPS_LAUNCHER_SETTINGS"]))
     _preload()
+    from opendps.runner.hostinfo import host_facts
+
+    host_facts()  # computed once here, inherited by every supervisor
+    # Built once, before any fork; it must never connect here (children do).
+    services = Services(settings, migrate=False)
+    for name in ("secrets", "identity", "storage"):  # cached services, built once too
+        getattr(services, name)
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "supervisor.log"
@@ -113,7 +122,7 @@ def launcher_main() -> None:
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    _child(settings, job_id, log_path)
+                    _child(services, job_id, log_path)
                 children[pid] = job_id
                 out.write(f"started {job_id} {pid}\n")
             out.flush()

@@ -18,6 +18,7 @@ from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
     from opendps.service.context import Services
+    from opendps.settings import Settings
 
 LOG_FILES = {"stdout": "_stdout.txt", "stderr": "_stderr.txt"}
 
@@ -43,6 +44,11 @@ def output_prefix(job: Job) -> str:
         parts.append(job.tag.replace("/", "_"))
     parts += [f"{at:%Y}", f"{at:%m}", f"{at:%d}", f"{at:%H}", f"{at:%M}", f"{at:%S}", f"{at:%f}"]
     return "/".join(parts)
+
+
+def work_dir_of(settings: Settings, job: Job) -> Path:
+    """A job's work dir: known from its id while it runs (no store write needed for it)."""
+    return Path(job.work_dir) if job.work_dir else settings.jobs_dir / job.id
 
 
 class JobService:
@@ -213,8 +219,9 @@ class JobService:
 
     def read_log(self, job: Job, stream: str, offset: int = 0) -> str:
         name = LOG_FILES[stream]
-        if job.work_dir and (Path(job.work_dir) / name).exists():
-            with open(Path(job.work_dir) / name, "rb") as handle:
+        path = work_dir_of(self.services.settings, job) / name
+        if path.exists():
+            with open(path, "rb") as handle:
                 handle.seek(offset)
                 return handle.read().decode(errors="replace")
         if job.started is not None:  # the work dir is gone once a successful job is staged
