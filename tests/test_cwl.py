@@ -448,9 +448,14 @@ def test_cwl_sent_as_plain_yaml_is_recognised(http: httpx.Client) -> None:
     text = TOOL.replace("prefix-lines", "yaml-tool")
     answer = http.post("/processes", content=text, headers={"Content-Type": "application/yaml"})
     assert answer.status_code == 201, answer.text
+    # Replacing it as `dps algorithm register` does answers the summary; Prefer chooses.
     replaced = http.put(
-        "/processes/yaml-tool",
-        content=text,
-        headers={"Content-Type": "application/yaml", "Prefer": "return=representation"},
+        "/processes/yaml-tool", content=text, headers={"Content-Type": "application/yaml"}
     )
     assert replaced.status_code == 200 and replaced.json()["id"] == "yaml-tool:0.1.0"
+    minimal = http.put(
+        "/processes/yaml-tool",
+        content=text,
+        headers={"Content-Type": "application/yaml", "Prefer": "return=minimal"},
+    )
+    assert minimal.status_code == 204

@@ -14,9 +14,8 @@ def iso(value: Any) -> str | None:
 
 def input_schema(item: InputSpec) -> dict[str, Any]:
     """JSON Schema of one declared input."""
-    if item.kind == "file":
-        one = {"type": "string", "format": "uri"}
-        schema: dict[str, Any] = {"oneOf": [one, {"type": "array", "items": one}]}
+    if item.kind == "file":  # a URL or a link; several with maxOccurs "unbounded"
+        schema: dict[str, Any] = {"type": "string", "format": "uri"}
     elif item.is_integer:
         schema = {"type": "integer"}
     elif item.is_number:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opendps.api.deps import base_url, current_user, services_of
 from opendps.api.documents import iso, status_info
 from opendps.errors import InvalidInput
+from opendps.models import JobStatus
 from opendps.service.algorithms import split_process_id
 from opendps.service.statuses import parse_statuses
 from opendps.store.jobstore import JobFilters
@@ -125,11 +127,18 @@ def get_job(job_id: str, request: Request, user: str = Depends(current_user)) ->
 
 @router.delete("/jobs/{job_id}", summary="Cancel (dismiss) a job")
 def dismiss_job(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
+    """A queued job is dismissed at once; a running one is stopped by its supervisor, which
+    this waits for (a few seconds) so that the answer is the dismissed statusInfo."""
     services = services_of(request)
     job = services.jobs.cancel(job_id, user=user)
+    deadline = time.monotonic() + services.settings.kill_grace + 5
+    while not job.status.terminal and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = services.jobs.get(job_id, user=user)
     info = status_info(job, base_url(request))
-    if not job.status.terminal:
-        info["message"] = "cancel requested; the job is being stopped"
+    if not job.status.terminal:  # still stopping: it can only end dismissed now
+        info["status"] = JobStatus.DISMISSED.value
+        info["message"] = "dismissed; the job is being stopped"
     return info
 
 

@@ -113,13 +113,14 @@ async def deploy_process(request: Request, w: str | None = Query(None)) -> JSONR
 async def replace_process(
     process_id: str, request: Request, w: str | None = Query(None)
 ) -> Response:
-    """204 for application packages (OGC Part 2); 200 with the summary, whose build state
-    matters, for MAAP registrations. ``Prefer: return=minimal|representation`` chooses."""
-    algorithm, package = await _register(request, replace=True, process_id=process_id, workflow=w)
+    """204 for the application package media types (OGC Part 2: application/cwl*,
+    application/ogcapppkg+json); 200 with the summary, whose build state matters, for
+    application/yaml and application/json (what `dps algorithm register` sends).
+    ``Prefer: return=minimal|representation`` chooses."""
+    algorithm, _ = await _register(request, replace=True, process_id=process_id, workflow=w)
     prefer = request.headers.get("prefer", "")
-    minimal = "return=minimal" in prefer or (
-        "return=representation" not in prefer and package.spec.source_format == "cwl"
-    )
+    package_type = media_type_of(request.headers.get("content-type")) in CWL_TYPES
+    minimal = "return=minimal" in prefer or ("return=representation" not in prefer and package_type)
     if minimal:
         return Response(status_code=204)
     return JSONResponse(process_summary(algorithm, base_url(request)))

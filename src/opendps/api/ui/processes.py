@@ -1,0 +1,248 @@
+"""Process pages: the list with build states, a register form, one process with a submit form."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from opendps.api.deps import services_of
+from opendps.api.ui.render import check_same_origin, path_quote, render, ui_user
+from opendps.errors import Forbidden, ImmutableProcess, InvalidInput, OpenDPSError
+from opendps.models import Algorithm
+from opendps.registry.spec import AlgorithmSpec, InputSpec
+from opendps.service.jobs import Submission
+from opendps.service.packages import parse_package
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+INPUT_PREFIX = "input:"  # form field names of input values, apart from queue, tag, priority
+MAX_PACKAGE = 1 << 20  # characters of a pasted registration
+EXAMPLE_YAML = """\
+algorithm_name: my_algorithm
+algorithm_version: main
+algorithm_description: What it does
+repository_url: https://github.com/org/my_algorithm.git
+run_command: my_algorithm/run.sh
+build_command: my_algorithm/build.sh
+queue: dps-worker-8gb
+inputs:
+  file:
+    - name: input_file
+      description: the granule to process
+  positional:
+    - name: threshold
+      default: "0.5"
+  config: []
+"""
+
+
+# -- list and register --------------------------------------------------------------------
+
+
+def processes_page(
+    request: Request,
+    *,
+    cursor: str | None = None,
+    package: str = "",
+    replace: bool = False,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    services = services_of(request)
+    ui_user(request)
+    page = services.algorithms.list(limit=100, cursor=cursor)
+    return render(
+        request,
+        "processes.html",
+        {
+            "page": page,
+            "paged": cursor is not None,
+            "package": package,
+            "replace": replace,
+            "example": EXAMPLE_YAML,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@router.get("/processes", response_class=HTMLResponse)
+def process_list(request: Request) -> HTMLResponse:
+    cursor = request.query_params.get("next") or None
+    try:
+        return processes_page(request, cursor=cursor)
+    except InvalidInput as exc:  # a ?next= this server did not issue
+        return processes_page(request, error=exc.message, status=400)
+
+
+def register_package(request: Request, text: str, replace: bool) -> Algorithm:
+    """Parse the pasted registration and register it as ``POST``/``PUT /processes`` do."""
+    services = services_of(request)
+    user = ui_user(request)
+    if not text.strip():
+        raise InvalidInput("paste the algorithm's registration (MAAP algorithm YAML) first")
+    if len(text) > MAX_PACKAGE:
+        raise InvalidInput(f"the registration is longer than {MAX_PACKAGE} characters")
+    package = parse_package(text, "application/yaml")
+    if replace:
+        try:
+            current = services.algorithms.get(package.spec.process_id)
+        except OpenDPSError:
+            current = None
+        if current is not None:
+            if current.builtin:
+                raise ImmutableProcess(f"process {current.process_id} is built in")
+            admin = services.identity.is_admin(user)
+            if services.settings.auth and current.owner != user and not admin:
+                raise Forbidden(f"process {current.process_id} belongs to {current.owner}")
+    return services.algorithms.register(
+        package.spec,
+        owner=user,
+        package=package.body,
+        package_type=package.media_type,
+        replace=replace,
+    )
+
+
+@router.post("/processes")
+async def register_process(request: Request) -> Response:
+    check_same_origin(request)
+    form = await request.form()
+    text = str(form.get("package") or "")
+    replace = form.get("replace") == "on"
+    try:
+        algorithm = await run_in_threadpool(register_package, request, text, replace)
+    except OpenDPSError as exc:
+        if exc.status >= 500:
+            raise
+        return await run_in_threadpool(
+            processes_page,
+            request,
+            package=text,
+            replace=replace,
+            error=exc.message,
+            status=exc.status,
+        )
+    return RedirectResponse(f"/ui/processes/{path_quote(algorithm.process_id)}", status_code=303)
+
+
+# -- one process and its submit form ------------------------------------------------------
+
+
+def input_fields(algorithm: Algorithm, spec: AlgorithmSpec) -> list[dict[str, Any]]:
+    """One form field per declared input, described from the spec or its OGC description."""
+    described = (spec.ogc or {}).get("inputs") or {}
+    fields = []
+    for item in spec.inputs:
+        ogc = described.get(item.name) or {}
+        default = item.default
+        fields.append(
+            {
+                "name": item.name,
+                "field": INPUT_PREFIX + item.name,
+                "kind": item.kind,
+                "title": ogc.get("title") or item.name,
+                "description": item.description or ogc.get("description") or "",
+                "mandatory": item.mandatory,
+                "default": "" if default is None else default,
+                "has_default": default is not None,
+                "data_type": item.data_type or "",
+                "multiline": item.kind == "config" and not item.is_number,
+            }
+        )
+    return fields
+
+
+def process_page(
+    request: Request,
+    process_id: str,
+    *,
+    values: dict[str, str] | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    services = services_of(request)
+    ui_user(request)
+    algorithm = services.algorithms.get(process_id)
+    spec = services.algorithms.spec_of(algorithm)
+    settings = services.settings
+    queue = spec.queue if spec.queue and settings.queue(spec.queue) else settings.default_queue
+    values = {"queue": queue, "priority": "5", "tag": "", **(values or {})}
+    return render(
+        request,
+        "process.html",
+        {
+            "algorithm": algorithm,
+            "spec": spec,
+            "fields": input_fields(algorithm, spec),
+            "queues": settings.queues,
+            "values": values,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@router.get("/processes/{process_id:path}", response_class=HTMLResponse)
+def process_detail(process_id: str, request: Request) -> HTMLResponse:
+    return process_page(request, process_id)
+
+
+def form_value(item: InputSpec, text: str) -> Any:
+    """What a form field means: config inputs may be JSON (objects, arrays); the rest are
+    strings, which the service converts by ``data_type`` and splits into URLs."""
+    if item.kind == "config" and not item.is_number and text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def submission_of(spec: AlgorithmSpec, process_id: str, values: dict[str, str]) -> Submission:
+    inputs = {}
+    for item in spec.inputs:
+        text = values.get(INPUT_PREFIX + item.name, "")
+        if text.strip() != "":  # left empty: the default, or "missing required input"
+            inputs[item.name] = form_value(item, text.strip())
+    try:
+        priority = int(values.get("priority") or 5)
+    except ValueError:
+        raise InvalidInput(f"priority must be a whole number 0..9; got {values['priority']!r}")
+    tag = values.get("tag", "").strip()
+    return Submission(
+        process_id=process_id,
+        inputs=inputs,
+        queue=values.get("queue") or None,
+        priority=priority,
+        tags=[tag] if tag else [],
+    )
+
+
+@router.post("/processes/{process_id:path}")
+async def submit_job(process_id: str, request: Request) -> Response:
+    check_same_origin(request)
+    services = services_of(request)
+    form = await request.form()
+    values = {key: str(value) for key, value in form.items()}
+
+    def submit() -> str:
+        user = ui_user(request)
+        algorithm = services.algorithms.get(process_id)
+        spec = services.algorithms.spec_of(algorithm)
+        submission = submission_of(spec, algorithm.process_id, values)
+        return services.jobs.submit(submission, owner=user).id
+
+    try:
+        job_id = await run_in_threadpool(submit)
+    except OpenDPSError as exc:
+        if exc.status >= 500 or exc.status in (401, 404):
+            raise
+        return await run_in_threadpool(
+            process_page, request, process_id, values=values, error=exc.message, status=exc.status
+        )
+    return RedirectResponse(f"/ui/jobs/{job_id}?done=submitted", status_code=303)
