@@ -57,22 +57,14 @@ def create_app(
     install_error_handlers(app)
     for router in (meta.router, processes.router, jobs.router, batches.router):
         app.include_router(router)
-    _include_optional(app)
+    _install_dialects(app)
     return app
 
 
-def _include_optional(app: FastAPI) -> None:
-    """Dialects that live in their own modules register themselves here."""
-    for module_name in (
-        "opendps.api.builtins",
-        "opendps.api.maap",
-        "opendps.api.ogc",
-        "opendps.api.ui",
-    ):
-        try:
-            module = __import__(module_name, fromlist=["install"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+def _install_dialects(app: FastAPI) -> None:
+    """Built-in processes, the OGC execution/results layer, the MAAP dialect and the UI.
+    Order matters: OGC's execute route and MAAP's error shape for /api/ hook into the app."""
+    from opendps.api import builtins, maap, ogc, ui
+
+    for module in (builtins, maap, ogc, ui):
         module.install(app)
