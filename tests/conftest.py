@@ -5,5 +5,6 @@ pytest_plugins: list[str] = [
     "tests.support.git_repos",
     "tests.support.http_server",
     "tests.support.live_server",
+    "tests.support.postgres",
     "tests.support.s3_server",
 ]

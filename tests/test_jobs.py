@@ -1,4 +1,7 @@
-"""Jobs end to end through the real executor, supervisors and runner (no HTTP)."""
+"""Jobs end to end through the real executor, supervisors and runner (no HTTP).
+
+The core scenarios also run on PostgreSQL (``on_both_stores``): the executor, the
+launcher and every supervisor process connect to the same database URL."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from opendps.service.context import Services
 from opendps.service.jobs import Submission
 from opendps.settings import QueueConfig
 from tests.support.dps import (
+    BACKENDS,
     algorithm_yaml,
     fast_settings,
     wait_for_build,
@@ -41,7 +45,7 @@ print("hello from the job")
 
 
 @pytest.fixture
-def dps(tmp_path: Path) -> Iterator[Services]:
+def dps(tmp_path: Path, db_url: str | None) -> Iterator[Services]:
     """Services + a running local executor (process isolation) with small queues."""
     settings = fast_settings(
         tmp_path / "dps",
@@ -50,6 +54,7 @@ def dps(tmp_path: Path) -> Iterator[Services]:
             QueueConfig(name="single", slots=1),
             QueueConfig(name="short", slots=2, time_limit=2),
         ],
+        **({"database_url": db_url} if db_url else {}),
     )
     services = Services(settings)
     services.catalog.sync_queues(settings.queues)
@@ -68,6 +73,9 @@ def _kill_leftovers(data_dir: Path) -> None:
                 process.kill()
         except psutil.Error:
             pass
+
+
+on_both_stores = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 
 
 def register(services: Services, repo: Path, **kwargs: Any) -> str:
@@ -135,6 +143,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 """
 
 
+@on_both_stores
 def test_positional_order_config_inputs_and_list_valued_file_input(
     dps: Services, make_algorithm_repo: Callable[..., Path], http_files: Any
 ) -> None:
@@ -196,6 +205,7 @@ def test_bad_submissions_are_refused_with_the_input_named(
         submit(dps, pid, {"count": 1}, queue="nope")
 
 
+@on_both_stores
 def test_non_zero_exit_fails_with_reason_phase_and_logs(
     dps: Services, make_algorithm_repo: Callable[..., Path]
 ) -> None:
@@ -228,6 +238,7 @@ def test_input_that_404s_fails_in_localize(
     assert "404" in (job.message or "") and "missing.tif" in (job.message or "")
 
 
+@on_both_stores
 def test_build_failure_fails_waiting_jobs_and_keeps_the_log(
     dps: Services, make_algorithm_repo: Callable[..., Path]
 ) -> None:
@@ -266,6 +277,7 @@ def _job_processes(job_id: str) -> list[psutil.Process]:
     return found
 
 
+@on_both_stores
 def test_cancel_queued_and_running_jobs(
     dps: Services, make_algorithm_repo: Callable[..., Path]
 ) -> None:
@@ -286,6 +298,7 @@ def test_cancel_queued_and_running_jobs(
     assert dps.job_store.get_job(queued).started is None  # never ran
 
 
+@on_both_stores
 def test_priority_order_within_a_queue(
     dps: Services, make_algorithm_repo: Callable[..., Path]
 ) -> None:
@@ -302,6 +315,7 @@ def test_priority_order_within_a_queue(
     assert [j.id for j in order] == [high, middle, low]
 
 
+@on_both_stores
 def test_queue_slots_bound_concurrency(
     dps: Services, make_algorithm_repo: Callable[..., Path]
 ) -> None:

@@ -1,7 +1,10 @@
-"""The job store: compare-and-set transitions, claim order, slots, listing."""
+"""The store contract, on SQLite and PostgreSQL: compare-and-set transitions, claim order,
+slots, concurrent claims, listing."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -9,7 +12,12 @@ import pytest
 from opendps.errors import InvalidTransition, NoSuchJob
 from opendps.models import BuildStatus, JobStatus, Reason
 from opendps.service.context import Services
+from opendps.settings import Settings
+from opendps.store import Database, JobStore
 from opendps.store.jobstore import JobFilters
+from tests.support.dps import BACKENDS
+
+pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 
 
 def _algorithm(services: Services, name: str = "algo", ready: bool = True) -> Any:
@@ -126,3 +134,86 @@ def test_dedup_answers_the_existing_job(services: Services) -> None:
     first = _jobs(services, algorithm, 1, dedup_key="k")[0]
     again = _jobs(services, algorithm, 1, dedup_key="k")[0]
     assert again.id == first.id and again.deduped
+
+
+def test_concurrent_claims_never_share_a_job_or_exceed_the_slots(
+    services: Services, settings: Settings
+) -> None:
+    """Four executors (each with its own engine) drain 50 jobs from a queue with 2 slots."""
+    algorithm = _algorithm(services)
+    _jobs(services, algorithm, 50)
+    slots = {"dps-worker-8gb": 2}
+    claimed: list[str] = []
+    running = peak = 0
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def executor(name: str) -> None:
+        nonlocal running, peak
+        db = Database(settings.database_url or "", migrate=False)
+        store = JobStore(db)
+        try:
+            while True:
+                job = store.claim_next(slots, host="h", worker=name)
+                if job is None:
+                    if store.count_jobs(JobFilters(statuses=(JobStatus.ACCEPTED,))) == 0:
+                        return
+                    time.sleep(0.001)
+                    continue
+                # Counted after the claim commits and uncounted before the finish
+                # commits, so ``running`` never exceeds what the store has running.
+                in_store = store.count_jobs(JobFilters(statuses=(JobStatus.RUNNING,)))
+                with lock:
+                    claimed.append(job.id)
+                    running += 1
+                    peak = max(peak, running, in_store)
+                time.sleep(0.005)
+                with lock:
+                    running -= 1
+                store.transition(job.id, JobStatus.SUCCESSFUL, allowed_from=[JobStatus.RUNNING])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=executor, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert len(claimed) == 50 and len(set(claimed)) == 50
+    assert peak == 2
+    done = services.job_store.list_jobs(JobFilters(statuses=(JobStatus.SUCCESSFUL,)), limit=1)
+    assert done.number_matched == 50
+
+
+def test_concurrent_submits_of_one_dedup_key_create_one_job(
+    services: Services, settings: Settings
+) -> None:
+    algorithm = _algorithm(services)
+    barrier = threading.Barrier(4)
+    ids: list[str] = []
+
+    def submit() -> None:
+        db = Database(settings.database_url or "", migrate=False)
+        try:
+            barrier.wait()
+            spec = {
+                "algorithm_id": algorithm.id,
+                "algorithm": algorithm.name,
+                "version": "1",
+                "owner": "anonymous",
+                "queue": "dps-worker-8gb",
+                "dedup_key": "same-inputs",
+            }
+            ids.extend(j.id for j in JobStore(db).create_jobs([spec]))
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(ids) == 4 and len(set(ids)) == 1

@@ -26,9 +26,27 @@ def fast_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)
 
 
+# Parametrize a test (or a module, with ``pytestmark``) over both stores:
+# ``@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)``.
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return fast_settings(tmp_path / "dps")
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """The store's URL: None (SQLite in the data dir) unless parametrized with BACKENDS."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return None
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str | None) -> Settings:
+    if db_url is None:
+        return fast_settings(tmp_path / "dps")
+    return fast_settings(tmp_path / "dps", database_url=db_url)
 
 
 @pytest.fixture

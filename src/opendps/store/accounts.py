@@ -22,6 +22,7 @@ class AccountStore:
         is_guest: bool = False,
     ) -> None:
         with self.db.write() as conn:
+            self.db.lock(conn, "user", name)
             exists = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
             if exists is None:
                 conn.execute(
@@ -79,6 +80,7 @@ class AccountStore:
     def add_secret(self, owner: str, name: str, encrypted: str, *, replace: bool = False) -> None:
         now = utcnow()
         with self.db.write() as conn:
+            self.db.lock(conn, "secret", f"{owner}\0{name}")
             exists = conn.execute(
                 sa.select(secrets.c.id).where(secrets.c.owner == owner, secrets.c.name == name)
             ).scalar()

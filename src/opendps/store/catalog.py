@@ -85,6 +85,7 @@ class CatalogStore:
         """Insert (or, with ``replace``, overwrite) an algorithm and give it a new build."""
         now = utcnow()
         with self.db.write() as conn:
+            self.db.lock(conn, "algorithm", f"{name}\0{version}")
             existing = conn.execute(
                 sa.select(algorithms.c.id).where(
                     algorithms.c.name == name, algorithms.c.version == version
@@ -240,6 +241,8 @@ class CatalogStore:
         """Make the queue table match the configuration."""
         configured = list(configured)
         with self.db.write() as conn:
+            # Servers and workers starting at once would otherwise both insert each row.
+            self.db.lock(conn, "queues", "sync")
             conn.execute(queues.delete())
             conn.execute(
                 queues.insert(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,38 +24,55 @@ class Database:
     """An engine plus transaction helpers; shared by the store modules."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            path = url.split("///", 1)[-1]
+            path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(
-                url,
+                self.url,
                 connect_args={"timeout": 30, "check_same_thread": False},
                 pool_size=8,
                 max_overflow=16,
             )
             _configure_sqlite(self.engine)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+            try:
+                self.engine = sa.create_engine(
+                    self.url, pool_pre_ping=True, pool_size=8, max_overflow=16
+                )
+            except ImportError as exc:  # the driver is an extra (opendps[postgres])
+                raise ImportError(
+                    f"database_url {sa.make_url(self.url)!r} needs a driver that is not "
+                    f"installed ({exc}); for PostgreSQL: pip install 'opendps[postgres]'"
+                ) from exc
         if migrate:
             self.migrate()
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent, safe to run at every start)."""
-        from alembic import command
-        from alembic.config import Config
+        """Bring the schema to the newest revision (idempotent, safe to run at every start).
 
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
-        with _migrate_lock, self.engine.begin() as conn:
-            if self.is_sqlite:
-                # Serialise concurrent first starts (server + workers) on one file.
-                conn.exec_driver_sql("SELECT 1")
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        Processes starting at once (server, workers) take turns: on SQLite the write lock
+        taken at BEGIN IMMEDIATE, on PostgreSQL an advisory lock, both held until commit.
+        """
+        from alembic import command
+
+        with _migrate_lock, self.write() as conn:
+            self.lock(conn, "schema", "migrate")
+            command.upgrade(alembic_config(self.url, conn), "head")
+
+    def lock(self, conn: sa.Connection, namespace: str, *names: str) -> None:
+        """Serialise a check-then-write on ``names`` with other processes, until commit.
+
+        SQLite needs nothing: every write transaction already holds the database's write
+        lock from BEGIN IMMEDIATE. PostgreSQL takes transaction-level advisory locks, in
+        sorted order so that two transactions locking the same names cannot deadlock.
+        """
+        if self.is_sqlite:
+            return
+        for key in sorted({_lock_key(namespace, name) for name in names}):
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -73,6 +91,35 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and driverless ``postgresql://`` mean psycopg 3 (opendps[postgres])."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def alembic_config(url: str, connection: sa.Connection | None = None):  # type: ignore[no-untyped-def]
+    """An Alembic config for our migrations; with ``connection``, it runs on that one."""
+    import sys
+
+    from alembic.config import Config
+
+    # Config's default stdout is the sys.stdout of when alembic was first imported, which
+    # may be closed since (a pytest capture, a daemonised process): take today's.
+    config = Config(stdout=sys.stdout)
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _lock_key(namespace: str, name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock."""
+    digest = hashlib.blake2b(f"opendps:{namespace}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

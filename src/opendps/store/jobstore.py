@@ -117,9 +117,15 @@ class JobStore:
         """
         now = utcnow()
         created: list[Job] = []
+        specs = list(specs)
         with self.db.write() as conn:
+            # Two submits of one dedup key must not both insert (PostgreSQL; see Database.lock).
+            self.db.lock(
+                conn,
+                "dedup",
+                *{f"{s['owner']}\0{s['dedup_key']}" for s in specs if s.get("dedup_key")},
+            )
             rows = []
-            specs = list(specs)
             if batch_id is not None:
                 conn.execute(
                     batches.insert().values(
@@ -314,11 +320,17 @@ class JobStore:
         while fewer than that many of its jobs run (over all workers). Among the
         candidates, priority 9 comes first, then submit order. Only jobs whose build is
         ready are candidates.
+
+        Two workers never take the same job nor overfill a queue: on SQLite the claim
+        holds the database write lock (BEGIN IMMEDIATE); on PostgreSQL it holds an
+        advisory lock per queue while counting, and takes the candidate row ``FOR UPDATE
+        SKIP LOCKED`` (a row being cancelled or failed elsewhere is passed over).
         """
         if not free_slots:
             return None
         now = utcnow()
         with self.db.write() as conn:
+            self.db.lock(conn, "queue", *free_slots)
             running = dict(
                 conn.execute(
                     sa.select(jobs.c.queue, sa.func.count())
@@ -331,7 +343,7 @@ class JobStore:
             open_queues = [q for q, slots in free_slots.items() if running.get(q, 0) < slots]
             if not open_queues:
                 return None
-            candidate = conn.execute(
+            query = (
                 sa.select(jobs.c.id, jobs.c.attempts)
                 .select_from(
                     jobs.join(algorithms, algorithms.c.id == jobs.c.algorithm_id).join(
@@ -346,7 +358,10 @@ class JobStore:
                 )
                 .order_by(jobs.c.priority.desc(), jobs.c.seq)
                 .limit(1)
-            ).first()
+            )
+            if not self.db.is_sqlite:
+                query = query.with_for_update(of=jobs, skip_locked=True)
+            candidate = conn.execute(query).first()
             if candidate is None:
                 return None
             job_id, attempts = candidate
@@ -548,30 +563,30 @@ class JobStore:
         """Fail every accepted job of an algorithm (its build failed)."""
         now = utcnow()
         with self.db.write() as conn:
+            # RETURNING: exactly the jobs this update failed, not one a worker claimed
+            # between a select and the update (PostgreSQL does not lock the whole table).
             ids = (
                 conn.execute(
-                    sa.select(jobs.c.id).where(
+                    jobs.update()
+                    .where(
                         jobs.c.algorithm_id == algorithm_id,
                         jobs.c.status == JobStatus.ACCEPTED.value,
                     )
+                    .values(
+                        status=JobStatus.FAILED.value,
+                        reason=reason.value,
+                        phase=phase.value,
+                        message=message,
+                        finished=now,
+                        updated=now,
+                    )
+                    .returning(jobs.c.id)
                 )
                 .scalars()
                 .all()
             )
             if not ids:
                 return 0
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.ACCEPTED.value)
-                .values(
-                    status=JobStatus.FAILED.value,
-                    reason=reason.value,
-                    phase=phase.value,
-                    message=message,
-                    finished=now,
-                    updated=now,
-                )
-            )
             conn.execute(
                 job_events.insert(),
                 [
