@@ -175,10 +175,10 @@ def test_clone_a_branch_other_than_the_default(
     tmp_path: Path, make_algorithm_repo: MakeRepo
 ) -> None:
     repo = make_algorithm_repo({"VERSION": "main\n"})
-    git(repo, "checkout", "--quiet", "-b", "feature/x")
+    git(repo, "checkout", "--quiet", "-b", "feature-x")
     feature = commit_files(repo, {"VERSION": "feature\n"})
     git(repo, "checkout", "--quiet", "main")
-    result = build(tmp_path, spec_for(repo, version="feature/x"))
+    result = build(tmp_path, spec_for(repo, version="feature-x"))
 
     assert result.commit == feature
 

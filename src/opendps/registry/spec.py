@@ -18,8 +18,9 @@ from opendps.errors import InvalidSpec
 
 InputKind = Literal["file", "positional", "config"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-# Git refs may contain "/" (feature/x); forbid only what no ref can hold.
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/+]*$")
+# A version is one path segment of /processes/{name}:{version}, so no "/" (feature/x):
+# register such a branch under a tag, or a commit hash.
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-+]*$")
 NUMBER_TYPES = {"number", "float", "double", "int", "integer", "long"}
 
 
@@ -85,8 +86,13 @@ class AlgorithmSpec(BaseModel):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
+        if "/" in (value or ""):
+            raise ValueError(
+                f"{value!r}: a version cannot contain '/'; register a tag or a commit hash of "
+                "that branch instead"
+            )
         if not VERSION_PATTERN.fullmatch(value or "") or ".." in value:
-            raise ValueError(f"{value!r} is not a valid version (a git branch or tag)")
+            raise ValueError(f"{value!r} is not a valid version (a git branch, tag or commit)")
         return value
 
     @field_validator("run_command", "build_command")
