@@ -13,7 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from opendps.cli import app, parse_inputs, read_batch_inputs
+from opendps.cli import app
+from opendps.cli.inputs import parse_inputs, read_batch_inputs
 from opendps.local_run import run_local
 from tests.support.dps import wait_until
 from tests.support.http_server import HttpFiles
