@@ -333,3 +333,22 @@ def test_queue_slots_bound_concurrency(
         time.sleep(0.05)
     assert all(dps.job_store.get_job(i).status == JobStatus.SUCCESSFUL for i in ids)
     assert peak == 2
+
+
+def test_local_file_inputs_are_refused_when_auth_is_on(
+    tmp_path: Path, make_algorithm_repo: Callable[..., Path]
+) -> None:
+    settings = fast_settings(tmp_path / "dps", auth=True)
+    services = Services(settings)
+    services.catalog.sync_queues(settings.queues)
+    services.identity.create_user("alice")
+    repo = make_algorithm_repo({"run.sh": "true\n"})
+    pid = register(services, repo, inputs="  file:\n    - name: granule\n")
+    for value in ("file:///etc/passwd", "/etc/passwd", ["https://example.org/a", "/etc/x"]):
+        with pytest.raises(InvalidInput, match="local files"):
+            services.jobs.submit(Submission(pid, {"granule": value}), owner="alice")
+    job = services.jobs.submit(
+        Submission(pid, {"granule": "https://example.org/a.tif"}), owner="alice"
+    )
+    assert job.status == JobStatus.ACCEPTED
+    services.close()

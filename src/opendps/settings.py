@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     download_timeout: float = 60.0
     localize_time_limit: float = 6 * 3600
     stage_time_limit: float = 6 * 3600
+    # Whether file inputs may be local files (file:// URLs or paths). They can read anything
+    # the server can, so by default they are allowed only while auth is off (one user).
+    allow_local_inputs: bool | None = None
     # Keep the work dirs of successful jobs (failed jobs' are always kept, for debugging).
     keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
@@ -128,6 +131,10 @@ class Settings(BaseSettings):
         if not self.queues:
             self.queues = list(DEFAULT_QUEUES)
         return self
+
+    @property
+    def local_inputs_allowed(self) -> bool:
+        return (not self.auth) if self.allow_local_inputs is None else self.allow_local_inputs
 
     @property
     def default_queue(self) -> str:

@@ -98,6 +98,17 @@ def normalise_inputs(spec: AlgorithmSpec, given: Mapping[str, Any] | None) -> di
     return values
 
 
+def check_local_inputs(spec: AlgorithmSpec, values: Mapping[str, Any]) -> None:
+    """Refuse file:// URLs and paths (used when they are not allowed, e.g. with auth on)."""
+    for item in spec.inputs_of("file"):
+        for url in split_urls(values.get(item.name)):
+            if url.startswith(("file://", "/")):
+                raise InvalidInput(
+                    f"input {item.name!r}: local files ({url!r}) are not allowed on this "
+                    "server; give an http(s) or s3 URL"
+                )
+
+
 def positional_args(spec: AlgorithmSpec, values: Mapping[str, Any]) -> list[str]:
     """Positional values in registration order; an omitted optional one is ``""``."""
     args = []

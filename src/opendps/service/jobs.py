@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchQueue, NotFound
 from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
 from opendps.registry.spec import AlgorithmSpec
-from opendps.service.inputs import normalise_inputs
+from opendps.service.inputs import check_local_inputs, normalise_inputs
 from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class JobService:
         if not 0 <= int(submission.priority) <= 9:
             raise InvalidInput(f"priority must be 0..9; got {submission.priority}")
         inputs = normalise_inputs(spec, submission.inputs)
+        if not self.services.settings.local_inputs_allowed:
+            check_local_inputs(spec, inputs)
         queue = self.resolve_queue(submission.queue, spec, owner)
         tags = [str(t) for t in submission.tags if str(t)]
         record: dict[str, Any] = {
