@@ -35,3 +35,18 @@ def current_user(request: Request) -> str:
 def base_url(request: Request) -> str:
     """This server's URL as the client reached it (no trailing slash)."""
     return str(request.base_url).rstrip("/")
+
+
+def page_links(request: Request, path: str, next_cursor: str | None) -> list[dict[str, str]]:
+    """``self`` and (when there is more) ``next`` links of a keyset-paginated listing; the
+    request's own query parameters are kept, so filters and ``limit`` carry over."""
+    from urllib.parse import urlencode
+
+    href = f"{base_url(request)}{path}"
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "next"]
+    query = f"?{urlencode(params)}" if params else ""
+    links = [{"href": f"{href}{query}", "rel": "self", "type": "application/json"}]
+    if next_cursor:
+        more = urlencode([*params, ("next", next_cursor)])
+        links.append({"href": f"{href}?{more}", "rel": "next", "type": "application/json"})
+    return links

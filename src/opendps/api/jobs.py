@@ -6,12 +6,12 @@ import json
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from opendps.api.deps import base_url, current_user, services_of
+from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.documents import iso, status_info
 from opendps.errors import InvalidInput
 from opendps.models import JobStatus
@@ -100,18 +100,7 @@ def list_jobs(
     services = services_of(request)
     page = services.jobs.list(filters, limit=limit, cursor=next)
     base = base_url(request)
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "next"]
-    links = [
-        {"href": f"{base}/jobs?{urlencode(params)}", "rel": "self", "type": "application/json"}
-    ]
-    if page.next_cursor:
-        links.append(
-            {
-                "href": f"{base}/jobs?{urlencode([*params, ('next', page.next_cursor)])}",
-                "rel": "next",
-                "type": "application/json",
-            }
-        )
+    links = page_links(request, "/jobs", page.next_cursor)
     return {
         "jobs": [status_info(job, base) for job in page.items],
         "numberMatched": page.number_matched,

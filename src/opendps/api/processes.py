@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from opendps.api.deps import base_url, current_user, services_of
+from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.documents import process_description, process_summary
 from opendps.errors import Forbidden, ImmutableProcess, InvalidInput, UnsupportedMediaType
 from opendps.service.packages import (
@@ -29,15 +29,7 @@ def list_processes(
     services = services_of(request)
     page = services.algorithms.list(limit=limit, cursor=next)
     base = base_url(request)
-    links = [{"href": f"{base}/processes", "rel": "self", "type": "application/json"}]
-    if page.next_cursor:
-        links.append(
-            {
-                "href": f"{base}/processes?limit={limit}&next={page.next_cursor}",
-                "rel": "next",
-                "type": "application/json",
-            }
-        )
+    links = page_links(request, "/processes", page.next_cursor)
     return {
         "processes": [process_summary(a, base) for a in page.items],
         "numberMatched": page.number_matched,
