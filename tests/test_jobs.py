@@ -93,7 +93,7 @@ def submit(
 
 
 def staged(services: Services, job_id: str, name: str) -> bytes:
-    with services.jobs.open_output(job_id, name) as handle:
+    with services.jobs.open_output(job_id, name, "anonymous") as handle:
         return handle.read()
 
 
@@ -116,7 +116,7 @@ def test_build_installs_a_package_that_the_run_script_imports(
     pid = register(dps, repo, build="build.sh")
     wait_for_build(dps, pid)
     job = wait_for_job(dps, submit(dps, pid))
-    assert job.status == JobStatus.SUCCESSFUL, (job.message, dps.jobs.logs(job.id))
+    assert job.status == JobStatus.SUCCESSFUL, (job.message, dps.jobs.logs(job.id, "anonymous"))
     assert staged(dps, job.id, "answer.txt").strip() == b"42"
 
 
@@ -168,15 +168,15 @@ def test_positional_order_config_inputs_and_list_valued_file_input(
         },
     )
     job = wait_for_job(dps, job_id)
-    assert job.status == JobStatus.SUCCESSFUL, (job.message, dps.jobs.logs(job.id))
+    assert job.status == JobStatus.SUCCESSFUL, (job.message, dps.jobs.logs(job.id, "anonymous"))
     assert json.loads(staged(dps, job_id, "argv.json")) == ["one", "", "3"]
     context = json.loads(staged(dps, job_id, "context.json"))
     assert context["settings"] == {"mode": "fast"} and context["third"] == 3
     assert json.loads(staged(dps, job_id, "inputs.json")) == ["a.tif", "b.tif"]
     env = json.loads(staged(dps, job_id, "env.json"))
     assert env["DPS_JOB_ID"] == job_id and env["MAAP_PGT"] == env["DPS_JOB_TOKEN"]
-    assert "hello from the job" in dps.jobs.logs(job_id)["stdout"]
-    metrics = dps.jobs.metrics(job_id)
+    assert "hello from the job" in dps.jobs.logs(job_id, "anonymous")["stdout"]
+    metrics = dps.jobs.metrics(job_id, "anonymous")
     assert metrics["localize"]["bytes"] == 30 and metrics["localize"]["files"] == 2
     assert metrics["peak_memory_bytes"] > 0 and metrics["host"]["cpus"] >= 1
     # the same URL again is a cache hit: no new request reaches the server
@@ -186,7 +186,7 @@ def test_positional_order_config_inputs_and_list_valued_file_input(
     )
     assert again.status == JobStatus.SUCCESSFUL
     assert http_files.requests("a.tif") == before
-    assert dps.jobs.metrics(again.id)["localize"]["cached"] == 1
+    assert dps.jobs.metrics(again.id, "anonymous")["localize"]["cached"] == 1
 
 
 def test_bad_submissions_are_refused_with_the_input_named(
@@ -219,8 +219,8 @@ def test_non_zero_exit_fails_with_reason_phase_and_logs(
         Phase.RUN,
         3,
     )
-    assert "about to fail" in dps.jobs.logs(job.id)["stderr"]
-    assert {f["path"] for f in dps.jobs.outputs(job.id)["outputs"]} >= {"_stderr.txt"}
+    assert "about to fail" in dps.jobs.logs(job.id, "anonymous")["stderr"]
+    assert {f["path"] for f in dps.jobs.outputs(job.id, "anonymous")["outputs"]} >= {"_stderr.txt"}
 
 
 def test_input_that_404s_fails_in_localize(
@@ -288,9 +288,9 @@ def test_cancel_queued_and_running_jobs(
     queued = submit(dps, pid)
     wait_until(lambda: dps.job_store.get_job(running).status == JobStatus.RUNNING, 30)
     wait_until(lambda: len(_job_processes(running)) >= 2, 30, what="the job's processes")
-    assert dps.jobs.cancel(queued).status == JobStatus.DISMISSED
+    assert dps.jobs.cancel(queued, "anonymous").status == JobStatus.DISMISSED
     cancelled_at = time.monotonic()
-    dps.jobs.cancel(running)
+    dps.jobs.cancel(running, "anonymous")
     job = wait_for_job(dps, running, timeout=30)
     assert (job.status, job.reason) == (JobStatus.DISMISSED, Reason.CANCELLED)
     assert time.monotonic() - cancelled_at < 10

@@ -300,7 +300,7 @@ def test_list_honours_every_filter_and_pages(api: TestClient) -> None:
     ids = [submit(api, pid, tag=f"t{n % 2}").json()["jobID"] for n in range(5)]
     submit(api, other, queue="dps-worker-16gb")
     services = api.app.state.services
-    services.jobs.cancel(ids[0])
+    services.jobs.cancel(ids[0], "anonymous")
 
     def listing(query: str) -> dict[str, Any]:
         response = api.get(f"/api/ogc/jobs?{query}", headers=ECHO10)
@@ -387,7 +387,7 @@ def test_wps_execute_status_result_metrics_cancel(api: TestClient) -> None:
     root = ET.fromstring(response.text)
     job_id = root[0].text  # what DpsHelper.submit_job reads
     assert root[0].tag == f"{{{xml.WPS}}}JobID" and "Exception" not in response.text
-    job = api.app.state.services.jobs.get(job_id)
+    job = api.app.state.services.jobs.get(job_id, "anonymous")
     assert job.tags == ["wps-tag"] and job.inputs["size"] == 12 and job.owner == "anonymous"
     status = ET.fromstring(api.get(f"/api/dps/job/{job_id}/status").text)
     assert [c.text for c in status if c.tag.endswith("Status")] == ["Accepted"]
@@ -477,7 +477,7 @@ def test_job_token_acts_as_the_owner_until_the_job_ends(auth_api: TestClient) ->
     services = auth_api.app.state.services
     job_token = {"proxy-ticket": services.identity.job_token(job_id)}
     assert auth_api.get("/api/members/self", headers=job_token).json()["username"] == "alice"
-    services.jobs.cancel(job_id)
+    services.jobs.cancel(job_id, "alice")
     ended = auth_api.get("/api/members/self/secrets", headers=job_token)
     assert ended.status_code == 401 and "ended" in ended.json()["message"]
 

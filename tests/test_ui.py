@@ -9,7 +9,6 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from opendps.api.app import create_app
 from opendps.models import JobStatus
 from opendps.service.context import Services
 from opendps.service.jobs import output_prefix
+from opendps.service.queries import JobQuery
 from opendps.settings import Settings
 from tests.support.dps import fast_settings
 from tests.support.live_server import LiveServer
@@ -114,7 +114,7 @@ def test_dashboard_shows_queues_counts_and_recent_jobs(client: TestClient) -> No
 
 def test_submit_form_creates_job_and_shows_it(client: TestClient) -> None:
     job_id = submit(client, "Grace", queue="dps-worker-16gb", priority="7", tag="run-1")
-    job = services_of(client).jobs.get(job_id)
+    job = services_of(client).jobs.get(job_id, "anonymous")
     assert (job.inputs, job.queue, job.priority, job.tags) == (
         {"name": "Grace"},
         "dps-worker-16gb",
@@ -161,7 +161,7 @@ def test_bad_submissions_show_the_error_on_the_form(
     assert message in response.text
     assert "Traceback" not in response.text
     assert 'value="keep-me"' in response.text  # what was typed is kept
-    assert services_of(client).jobs.list(filters=_all(), limit=1).number_matched == 0
+    assert services_of(client).jobs.list_jobs(JobQuery(limit=1), "anonymous").number_matched == 0
 
 
 def test_file_inputs_are_validated(client: TestClient) -> None:
@@ -178,7 +178,7 @@ def test_file_inputs_are_validated(client: TestClient) -> None:
     )
     assert response.status_code == 303
     job_id = response.headers["location"].split("/")[3].split("?")[0]
-    inputs = services_of(client).jobs.get(job_id).inputs
+    inputs = services_of(client).jobs.get(job_id, "anonymous").inputs
     assert inputs == {"granule": ["https://a.test/1.tif", "https://a.test/2.tif"], "threshold": 0.5}
 
 
@@ -190,7 +190,7 @@ def test_config_inputs_accept_json(client: TestClient) -> None:
     )
     assert response.status_code == 303
     job_id = response.headers["location"].split("/")[3].split("?")[0]
-    assert services_of(client).jobs.get(job_id).inputs["arrayInput"] == [1, 2, 3]
+    assert services_of(client).jobs.get(job_id, "anonymous").inputs["arrayInput"] == [1, 2, 3]
 
 
 # -- registering ----------------------------------------------------------------------------
@@ -265,10 +265,6 @@ def test_user_supplied_text_is_escaped(client: TestClient) -> None:
 # -- the job list ---------------------------------------------------------------------------
 
 
-def _all() -> Any:
-    from opendps.store.jobstore import JobFilters
-
-    return JobFilters()
 
 
 def test_job_list_pages_newest_first_with_filters(client: TestClient) -> None:
@@ -345,7 +341,7 @@ def test_cancel_then_retry(client: TestClient) -> None:
     assert retried.status_code == 303
     new_id = retried.headers["location"].split("/")[3].split("?")[0]
     assert new_id != job_id
-    new = services_of(client).jobs.get(new_id)
+    new = services_of(client).jobs.get(new_id, "anonymous")
     assert (new.inputs, new.tags, new.status) == ({"name": "Zed"}, ["t"], JobStatus.ACCEPTED)
     assert "Submitted again as this new job." in client.get(retried.headers["location"]).text
 
@@ -375,7 +371,7 @@ def test_job_page_shows_metrics_outputs_logs_and_history(
     live = client.get(f"/ui/live/jobs/{job_id}?stdout=15&stderr=10").json()
     assert (live["stdout"], live["stdout_offset"], live["status"]) == ("more\n", 20, "running")
 
-    job = services.jobs.get(job_id)
+    job = services.jobs.get(job_id, "anonymous")
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     (out / "result file.txt").write_text("42")
@@ -426,7 +422,7 @@ def test_forms_refuse_other_origins(client: TestClient) -> None:
     job_id = submit(client)
     response = client.post(f"/ui/jobs/{job_id}/cancel", headers={"Origin": "https://evil.example"})
     assert response.status_code == 403
-    assert services_of(client).jobs.get(job_id).status == JobStatus.ACCEPTED
+    assert services_of(client).jobs.get(job_id, "anonymous").status == JobStatus.ACCEPTED
     proxied = client.post(
         f"/ui/jobs/{job_id}/cancel",
         headers={"Origin": "https://dps.example.org", "X-Forwarded-Host": "dps.example.org"},
@@ -466,7 +462,7 @@ def test_with_auth_people_sign_in_and_see_only_their_jobs(tmp_path: Path) -> Non
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
         assert ">ann<" in browser.get("/ui/").text
         ann_job = submit(browser, "from ann")
-        assert services.jobs.get(ann_job).owner == "ann"
+        assert services.jobs.get(ann_job, "ann").owner == "ann"
         assert ann_job in browser.get("/ui/jobs").text
 
         browser.cookies.clear()

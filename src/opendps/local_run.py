@@ -130,8 +130,8 @@ def run_local(
                 job=final,
                 output_dir=destination.resolve(),
                 files=files,
-                logs=services.jobs.logs(final.id),
-                metrics=services.jobs.metrics(final.id),
+                logs=services.jobs.logs(final.id, OWNER),
+                metrics=services.jobs.metrics(final.id, OWNER),
                 build=algorithm.build,  # type: ignore[arg-type]
                 built=built,
                 build_seconds=build_seconds,
@@ -283,7 +283,7 @@ def _record_self_as_supervisor(services: Services, job_id: str) -> None:
 
 def _follow_logs(services: Services, job_id: str, on_log: LogSink) -> threading.Thread:
     def pump() -> None:
-        for stream, text in services.jobs.follow_logs(job_id, poll=0.2):
+        for stream, text in services.jobs.follow_logs(job_id, OWNER, poll=0.2):
             on_log(stream, text)
 
     thread = threading.Thread(target=pump, name=f"logs-{job_id[:8]}", daemon=True)

@@ -114,6 +114,8 @@ class Job:
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     deduped: bool = False
+    # How the submitter asked to be answered (OGC ``response``, ``outputs``, ``subscriber``).
+    request: dict[str, Any] = field(default_factory=dict)
 
     @property
     def process_id(self) -> str:

@@ -6,10 +6,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from opendps import __version__
 from opendps.api import batches, jobs, meta, processes
+from opendps.api.deps import signed_in
 from opendps.api.problems import install_error_handlers
 from opendps.service.context import Services
 from opendps.settings import Settings
@@ -46,6 +47,7 @@ def create_app(
                 executor.stop()
 
     app = FastAPI(
+        dependencies=[Depends(signed_in)],
         title="opendps",
         version=__version__,
         description="Open Data Processing System: OGC API - Processes, MAAP-compatible.",

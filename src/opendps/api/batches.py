@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from opendps.api.deps import base_url, current_user, services_of
+from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.execution import decode_value
 from opendps.errors import InvalidInput
 from opendps.models import Batch
 from opendps.service.jobs import Submission
+from opendps.service.queries import BatchQuery
 
 router = APIRouter(tags=["batches"])
 MAX_BATCH = 100_000
@@ -65,7 +66,7 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
             )
         )
     jobs = services.jobs.submit_many(submissions, owner=user, batch=True)
-    batch = services.jobs.get_batch(jobs[0].batch_id) if jobs[0].batch_id else None
+    batch = services.jobs.get_batch(jobs[0].batch_id, user) if jobs[0].batch_id else None
     base = base_url(request)
     document = batch_document(batch, base) if batch else {}
     document["jobIDs"] = [job.id for job in jobs]
@@ -76,14 +77,34 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
     )
 
 
+@router.get("/batches", summary="The caller's batches, newest first (an admin's: all)")
+def list_batches(
+    request: Request,
+    limit: int = Query(25, ge=1, le=10000),
+    next: str | None = Query(None),
+    user: str = Depends(current_user),
+) -> dict[str, Any]:
+    services = services_of(request)
+    page = services.jobs.list_batches(BatchQuery(limit=limit, cursor=next), user)
+    base = base_url(request)
+    return {
+        "batches": [batch_document(batch, base) for batch in page.items],
+        "numberMatched": page.number_matched,
+        "links": page_links(request, "/batches", page.next_cursor),
+    }
+
+
 @router.get("/batches/{batch_id}", summary="Batch counts per status")
-def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
-    return batch_document(services_of(request).jobs.get_batch(batch_id), base_url(request))
+def get_batch(batch_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
+    return batch_document(services_of(request).jobs.get_batch(batch_id, user), base_url(request))
 
 
 @router.delete("/batches/{batch_id}", summary="Cancel every unfinished job of a batch")
-def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
-    return batch_document(services_of(request).jobs.cancel_batch(batch_id), base_url(request))
+def cancel_batch(
+    batch_id: str, request: Request, user: str = Depends(current_user)
+) -> dict[str, Any]:
+    batch = services_of(request).jobs.cancel_batch(batch_id, user)
+    return batch_document(batch, base_url(request))
 
 
 @router.post(
@@ -91,15 +112,15 @@ def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
     status_code=201,
     summary="Resubmit the failed and dismissed jobs of a batch (as a new batch)",
 )
-def retry_batch(batch_id: str, request: Request) -> JSONResponse:
+def retry_batch(batch_id: str, request: Request, user: str = Depends(current_user)) -> JSONResponse:
     services = services_of(request)
-    jobs = services.jobs.retry_batch(batch_id)
+    jobs = services.jobs.retry_batch(batch_id, user)
     base = base_url(request)
     if not jobs:
         return JSONResponse(
             {"batchID": None, "jobIDs": [], "detail": "nothing to retry"}, status_code=200
         )
-    batch = services.jobs.get_batch(jobs[0].batch_id or "")
+    batch = services.jobs.get_batch(jobs[0].batch_id or "", user)
     document = batch_document(batch, base)
     document["jobIDs"] = [job.id for job in jobs]
     return JSONResponse(document, status_code=201)

@@ -6,6 +6,8 @@ from fastapi import Request
 
 from opendps.service.context import Services
 
+TOKEN_COOKIE = "dps_token"  # set by /ui/login, HttpOnly, SameSite=Strict, path /ui
+
 
 def services_of(request: Request) -> Services:
     return request.app.state.services
@@ -24,12 +26,35 @@ def request_token(request: Request) -> str | None:
 
 
 def current_user(request: Request) -> str:
+    """Who is asking: a token header, or under ``/ui/`` the cookie a person signed in with
+    (``/ui/login``; the browser sends it only to ``/ui``). With auth off: ``anonymous``."""
     cached = getattr(request.state, "user", None)
     if cached is not None:
         return cached
-    user = services_of(request).identity.authenticate(request_token(request))
+    token = request_token(request)
+    if token is None and request.url.path.startswith("/ui/"):
+        token = request.cookies.get(TOKEN_COOKIE) or None
+    user = services_of(request).identity.authenticate(token)
     request.state.user = user
     return user
+
+
+#: What clients and probes read before they sign in (DESIGN §11); everything else needs a
+#: valid token when auth is on.
+PUBLIC_PATHS = frozenset(
+    {"/", "/conformance", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/healthz"}
+    | {"/ui", "/ui/login", "/ui/logout"}
+)
+PUBLIC_PREFIXES = ("/api/environment/config", "/ui/static/")
+
+
+def signed_in(request: Request) -> None:
+    """The app-wide dependency: 401 for a request without a valid token (auth on), on
+    every route but the public ones, so that no route can forget to ask."""
+    path = request.url.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return
+    current_user(request)
 
 
 def base_url(request: Request) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -13,37 +11,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.documents import iso, status_info
-from opendps.errors import InvalidInput
 from opendps.models import JobStatus
-from opendps.service.algorithms import split_process_id
+from opendps.service.queries import JobQuery, parse_interval
 from opendps.service.statuses import parse_statuses
-from opendps.store.jobstore import JobFilters
 
 router = APIRouter(tags=["jobs"])
+MAX_WAIT = 600.0  # seconds a status request may wait for the job to end
 
 
-def parse_datetime_interval(value: str | None) -> tuple[datetime | None, datetime | None]:
-    """OGC ``datetime``: an instant, ``a/b``, ``../b`` or ``a/..``."""
-    if not value:
-        return None, None
-
-    def one(text: str) -> datetime | None:
-        text = text.strip()
-        if text in ("", ".."):
-            return None
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput(f"datetime: {text!r} is not an RFC 3339 date-time") from None
-
-    if "/" in value:
-        start, end = value.split("/", 1)
-        return one(start), one(end)
-    instant = one(value)
-    return instant, instant
-
-
-def job_filters(
+def job_query(
     request: Request,
     processID: list[str] | None = Query(None, description="name or name:version; repeatable"),
     status: list[str] | None = Query(None, description="accepted, running, successful, …"),
@@ -54,51 +30,36 @@ def job_filters(
     minDuration: float | None = Query(None, ge=0),
     maxDuration: float | None = Query(None, ge=0),
     type: list[str] | None = Query(None),
-) -> JobFilters:
-    services = services_of(request)
-    user = current_user(request)
-    algorithm = version = None
-    algorithm_ids: tuple[int, ...] = ()
-    if processID:
-        if len(processID) == 1:
-            algorithm, version = split_process_id(processID[0])
-        else:
-            ids = []
-            for pid in processID:
-                try:
-                    ids.append(services.algorithms.get(pid).id)
-                except Exception:
-                    continue
-            algorithm_ids = tuple(ids) or (-1,)
-    if type and not any(t in ("process", "dps") for t in type):
-        algorithm_ids = (-1,)  # we only have process jobs
-    after, before = parse_datetime_interval(datetime)
-    owner = user if services.settings.auth and not services.identity.is_admin(user) else None
-    return JobFilters(
-        owner=owner,
+    limit: int = Query(10, ge=1, le=10000),
+    next: str | None = Query(None),
+) -> JobQuery:
+    """OGC ``/jobs`` parameters -> the one job query (scope is the service's business)."""
+    after, before = parse_interval(datetime)
+    return JobQuery(
+        process_ids=tuple(processID or ()),
         statuses=parse_statuses(status),
-        algorithm=algorithm,
-        version=version,
-        algorithm_ids=algorithm_ids,
         queue=queue,
         tag=tag,
-        batch_id=batch,
+        batch=batch,
         created_after=after,
         created_before=before,
         min_duration=minDuration,
         max_duration=maxDuration,
+        # every job here is a process job
+        matches_nothing=bool(type) and not any(t in ("process", "dps") for t in type or ()),
+        limit=limit,
+        cursor=next,
     )
 
 
 @router.get("/jobs", summary="List jobs (newest first)")
 def list_jobs(
     request: Request,
-    filters: JobFilters = Depends(job_filters),
-    limit: int = Query(10, ge=1, le=10000),
-    next: str | None = Query(None),
+    query: JobQuery = Depends(job_query),
+    user: str = Depends(current_user),
 ) -> dict[str, Any]:
     services = services_of(request)
-    page = services.jobs.list(filters, limit=limit, cursor=next)
+    page = services.jobs.list_jobs(query, user)
     base = base_url(request)
     links = page_links(request, "/jobs", page.next_cursor)
     return {
@@ -110,8 +71,17 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="Job status")
-def get_job(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
-    return status_info(services_of(request).jobs.get(job_id, user=user), base_url(request))
+def get_job(
+    job_id: str,
+    request: Request,
+    wait: float = Query(
+        0, ge=0, le=MAX_WAIT, description="seconds to wait for the job to end before answering"
+    ),
+    user: str = Depends(current_user),
+) -> dict[str, Any]:
+    jobs = services_of(request).jobs
+    job = jobs.wait(job_id, user, wait) if wait else jobs.get(job_id, user)
+    return status_info(job, base_url(request))
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel (dismiss) a job")
@@ -119,11 +89,8 @@ def dismiss_job(job_id: str, request: Request, user: str = Depends(current_user)
     """A queued job is dismissed at once; a running one is stopped by its supervisor, which
     this waits for (a few seconds) so that the answer is the dismissed statusInfo."""
     services = services_of(request)
-    job = services.jobs.cancel(job_id, user=user)
-    deadline = time.monotonic() + services.settings.kill_grace + 5
-    while not job.status.terminal and time.monotonic() < deadline:
-        time.sleep(0.1)
-        job = services.jobs.get(job_id, user=user)
+    services.jobs.cancel(job_id, user)
+    job = services.jobs.wait(job_id, user, services.settings.kill_grace + 5)
     info = status_info(job, base_url(request))
     if not job.status.terminal:  # still stopping: it can only end dismissed now
         info["status"] = JobStatus.DISMISSED.value
@@ -133,7 +100,7 @@ def dismiss_job(job_id: str, request: Request, user: str = Depends(current_user)
 
 @router.post("/jobs/{job_id}/retry", status_code=201, summary="Run a job again as a new job")
 def retry_job(job_id: str, request: Request, user: str = Depends(current_user)) -> JSONResponse:
-    job = services_of(request).jobs.retry(job_id, user=user)
+    job = services_of(request).jobs.retry(job_id, user)
     base = base_url(request)
     return JSONResponse(
         status_info(job, base), status_code=201, headers={"Location": f"{base}/jobs/{job.id}"}
@@ -145,7 +112,7 @@ def job_results(job_id: str, request: Request, user: str = Depends(current_user)
     from opendps.api.ogc.execute import results_answer
 
     services = services_of(request)
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     return results_answer(services, job, base_url(request), user, request)
 
 
@@ -158,7 +125,7 @@ def _guess(path: str) -> str:
 @router.get("/jobs/{job_id}/outputs", summary="Staged output files")
 def job_outputs(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
     services = services_of(request)
-    listing = services.jobs.outputs(job_id, user=user)
+    listing = services.jobs.outputs(job_id, user)
     base = base_url(request)
     for item in listing["outputs"]:
         item["href"] = f"{base}/jobs/{job_id}/outputs/{quote(item['path'])}"
@@ -169,7 +136,7 @@ def job_outputs(job_id: str, request: Request, user: str = Depends(current_user)
 def download_output(
     job_id: str, path: str, request: Request, user: str = Depends(current_user)
 ) -> StreamingResponse:
-    handle = services_of(request).jobs.open_output(job_id, path, user=user)
+    handle = services_of(request).jobs.open_output(job_id, path, user)
 
     def chunks():  # type: ignore[no-untyped-def]
         with handle:
@@ -190,13 +157,13 @@ def job_logs(
 ) -> Any:
     services = services_of(request)
     if not follow:
-        return services.jobs.logs(job_id, user=user)
-    services.jobs.get(job_id, user=user)
+        return services.jobs.logs(job_id, user)
+    services.jobs.get(job_id, user)
 
     def events():  # type: ignore[no-untyped-def]
-        for stream, text in services.jobs.follow_logs(job_id, user=user):
+        for stream, text in services.jobs.follow_logs(job_id, user):
             yield f"event: {stream}\ndata: {json.dumps(text)}\n\n"
-        job = services.jobs.get(job_id, user=user)
+        job = services.jobs.get(job_id, user)
         yield f"event: end\ndata: {json.dumps(job.status.value)}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
@@ -204,12 +171,12 @@ def job_logs(
 
 @router.get("/jobs/{job_id}/metrics", summary="Timings, resource use, io, host")
 def job_metrics(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
-    return services_of(request).jobs.metrics(job_id, user=user)
+    return services_of(request).jobs.metrics(job_id, user)
 
 
 @router.get("/jobs/{job_id}/events", summary="The job's history")
 def job_events(job_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
-    events = services_of(request).jobs.events(job_id, user=user)
+    events = services_of(request).jobs.events(job_id, user)
     return {
         "events": [
             {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.documents import process_description, process_summary
-from opendps.errors import Forbidden, ImmutableProcess, InvalidInput, UnsupportedMediaType
+from opendps.errors import InvalidInput, UnsupportedMediaType
 from opendps.service.packages import (
     CWL_TYPES,
     JSON_TYPES,
@@ -18,16 +18,20 @@ from opendps.service.packages import (
     media_type_of,
     parse_package,
 )
+from opendps.service.queries import ProcessQuery
 
 router = APIRouter(tags=["processes"])
 
 
 @router.get("/processes", summary="List processes")
 def list_processes(
-    request: Request, limit: int = Query(100, ge=1, le=10000), next: str | None = Query(None)
+    request: Request,
+    limit: int = Query(100, ge=1, le=10000),
+    next: str | None = Query(None),
+    user: str = Depends(current_user),
 ) -> dict[str, Any]:
     services = services_of(request)
-    page = services.algorithms.list(limit=limit, cursor=next)
+    page = services.algorithms.list_processes(ProcessQuery(limit=limit, cursor=next), user)
     base = base_url(request)
     links = page_links(request, "/processes", page.next_cursor)
     return {
@@ -57,27 +61,29 @@ def check_media_type(content_type: str | None) -> str:
 async def _register(
     request: Request, *, replace: bool, process_id: str | None = None, workflow: str | None = None
 ) -> tuple[Any, Any]:
+    """Register (``process_id`` None) or replace ``process_id``; who may is the service's
+    decision (owner or admin), checked before the body is parsed and again as it is saved."""
     services = services_of(request)
     user = current_user(request)
     content_type = request.headers.get("content-type")
     check_media_type(content_type)
     current = None
     if process_id is not None:
-        current = services.algorithms.get(process_id)
-        if current.builtin:
-            raise ImmutableProcess(f"process {current.process_id} is built in")
+        current = await run_in_threadpool(services.algorithms.editable, process_id, user)
     body = await request.body()
     if not body.strip():
         raise InvalidInput("the request body is empty; send the algorithm registration")
     package = await run_in_threadpool(parse_package, body, content_type, workflow=workflow)
     if current is not None:
-        if (package.spec.name, package.spec.version) != (current.name, current.version):
-            raise InvalidInput(
-                f"the body describes {package.spec.process_id}, not {current.process_id}"
+        return await run_in_threadpool(
+            lambda: services.algorithms.replace(
+                current,
+                package.spec,
+                user=user,
+                package=package.body,
+                package_type=package.media_type,
             )
-        admin = services.identity.is_admin(user)
-        if services.settings.auth and current.owner != user and not admin:
-            raise Forbidden(f"process {current.process_id} belongs to {current.owner}")
+        ), package
     algorithm = await run_in_threadpool(
         lambda: services.algorithms.register(
             package.spec,
@@ -119,13 +125,10 @@ async def replace_process(
 
 
 @router.delete("/processes/{process_id}", status_code=204, summary="Undeploy a process")
-def undeploy_process(process_id: str, request: Request) -> Response:
-    services = services_of(request)
-    user = current_user(request)
-    algorithm = services.algorithms.get(process_id)
-    if services.settings.auth and algorithm.owner != user and not services.identity.is_admin(user):
-        raise Forbidden(f"process {algorithm.process_id} belongs to {algorithm.owner}")
-    services.algorithms.delete(process_id)
+def undeploy_process(
+    process_id: str, request: Request, user: str = Depends(current_user)
+) -> Response:
+    services_of(request).algorithms.delete(process_id, user)
     return Response(status_code=204)
 
 

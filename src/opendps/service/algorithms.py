@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from opendps.errors import Conflict, ImmutableProcess, InvalidSpec, NoSuchProcess, OpenDPSError
+from opendps.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidSpec,
+    NoSuchProcess,
+    OpenDPSError,
+)
 from opendps.models import Algorithm, Build, BuildStatus, Page, Phase, Reason
 from opendps.registry.spec import AlgorithmSpec
-
-if TYPE_CHECKING:
-    from opendps.service.context import Services
+from opendps.service.policy import Policy
+from opendps.service.queries import ProcessQuery, check_limit
+from opendps.settings import Settings
+from opendps.store import CatalogStore, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +31,21 @@ def split_process_id(process_id: str) -> tuple[str, str | None]:
 
 
 class AlgorithmService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.catalog = services.catalog
+    """The shared catalogue: anyone signed in reads and runs; owner or admin changes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: CatalogStore,
+        job_store: JobStore,
+        policy: Policy,
+        work_available: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.job_store = job_store
+        self.policy = policy
+        self.work_available = work_available
 
     # -- registering ----------------------------------------------------------------------
 
@@ -39,15 +58,20 @@ class AlgorithmService:
         package_type: str | None = None,
         replace: bool = False,
     ) -> Algorithm:
-        """Save the algorithm and queue its build (built-ins are ready at once)."""
-        if spec.queue and self.services.settings.queue(spec.queue) is None:
+        """Save the algorithm and queue its build (built-ins are ready at once).
+
+        ``owner`` is the registering user. Registering a name+version that exists is
+        refused (403) unless they own it or are an admin, whatever ``replace`` says; the
+        existing algorithm, its owner and its build are then left as they were.
+        """
+        if spec.queue and self.settings.queue(spec.queue) is None:
             spec = spec.model_copy(update={"queue": None})  # MAAP names queues we may not have
         try:
             existing = self.catalog.get_algorithm(spec.name, spec.version)
         except NoSuchProcess:
             existing = None
-        if existing is not None and existing.builtin:
-            raise ImmutableProcess(f"process {spec.process_id} is built in and cannot be replaced")
+        if existing is not None:
+            self.policy.check_may_change(owner, existing)
         needs_build = spec.repository_url is not None
         algorithm = self.catalog.save_algorithm(
             name=spec.name,
@@ -59,25 +83,67 @@ class AlgorithmService:
             builtin=spec.source_format == "builtin",
             replace=replace,
             build_status=BuildStatus.QUEUED if needs_build else BuildStatus.READY,
+            owner_must_be=self.policy.replace_guard(owner),
         )
-        self.services.work_available.set()
+        self.work_available.set()
         return algorithm
+
+    def editable(self, process_id: str, user: str) -> Algorithm:
+        """The algorithm ``user`` is about to replace or delete: 404 when missing, 403 when
+        built in or someone else's (checked before a body is parsed or fetched)."""
+        algorithm = self.get(process_id)
+        self.policy.check_may_change(user, algorithm)
+        return algorithm
+
+    def replace(
+        self,
+        current: Algorithm,
+        spec: AlgorithmSpec,
+        *,
+        user: str,
+        package: str | None = None,
+        package_type: str | None = None,
+    ) -> Algorithm:
+        """``PUT`` of ``current``: the body must describe the same name and version."""
+        if (spec.name, spec.version) != (current.name, current.version):
+            raise InvalidInput(
+                f"the body describes {spec.process_id}, not {current.process_id}; "
+                "name and version must match"
+            )
+        return self.register(
+            spec, owner=user, package=package, package_type=package_type, replace=True
+        )
 
     def get(self, process_id: str) -> Algorithm:
         name, version = split_process_id(process_id)
         return self.catalog.get_algorithm(name, version)
 
+    def get_by_id(self, algorithm_id: int) -> Algorithm:
+        """By MAAP's numeric ``processID``."""
+        return self.catalog.get_algorithm_by_id(algorithm_id)
+
+    def get_build(self, build_id: int) -> Build:
+        """A build (MAAP's deployment job) of any algorithm: the catalogue is shared."""
+        return self.catalog.get_build(build_id)
+
     def spec_of(self, algorithm: Algorithm) -> AlgorithmSpec:
         return AlgorithmSpec.model_validate(algorithm.spec)
 
-    def list(self, *, limit: int = 1000, cursor: str | None = None, **filters: Any) -> Page:
-        return self.catalog.list_algorithms(limit=limit, cursor=cursor, **filters)
+    def list_processes(self, query: ProcessQuery, user: str) -> Page:
+        """The catalogue is shared: every user sees every algorithm (``user`` is asked for
+        so that every listing has one signature, and a scope could be added here)."""
+        del user
+        return self.catalog.list_algorithms(
+            limit=check_limit(query.limit),
+            cursor=query.cursor,
+            name=query.name,
+            version=query.version,
+            owner=query.owner,
+        )
 
-    def delete(self, process_id: str) -> Algorithm:
-        algorithm = self.get(process_id)
-        if algorithm.builtin:
-            raise ImmutableProcess(f"process {algorithm.process_id} is built in")
-        active = self.services.job_store.active_jobs_of_algorithm(algorithm.id)
+    def delete(self, process_id: str, user: str) -> Algorithm:
+        algorithm = self.editable(process_id, user)
+        active = self.job_store.active_jobs_of_algorithm(algorithm.id)
         if active:
             raise Conflict(
                 f"process {algorithm.process_id} has {active} queued or running job(s); "
@@ -89,9 +155,7 @@ class AlgorithmService:
     # -- builds ---------------------------------------------------------------------------
 
     def build_dir(self, algorithm: Algorithm, build: Build) -> Path:
-        return (
-            self.services.settings.builds_dir / algorithm.name / algorithm.version / str(build.id)
-        )
+        return self.settings.builds_dir / algorithm.name / algorithm.version / str(build.id)
 
     def build_log(self, process_id: str) -> str:
         algorithm = self.get(process_id)
@@ -140,14 +204,14 @@ class AlgorithmService:
             env_dir=str(result.env_dir),
             message=None,
         )
-        self.services.work_available.set()
+        self.work_available.set()
         return finished
 
     def _fail_waiting_jobs(self, algorithm: Algorithm, message: str) -> None:
         # Only if this build is still the algorithm's current one.
         current = self.catalog.get_algorithm_by_id(algorithm.id)
         if current.build and current.build.status == BuildStatus.FAILED:
-            self.services.job_store.fail_waiting_jobs(
+            self.job_store.fail_waiting_jobs(
                 algorithm.id,
                 Reason.BUILD_ERROR,
                 Phase.BUILD,
@@ -157,8 +221,8 @@ class AlgorithmService:
     def _remove_old_builds(self, algorithm: Algorithm, keep: int) -> None:
         """Earlier builds of this name+version are replaced; running jobs keep their copy
         only while they run, so remove only folders no current build points at."""
-        parent = self.services.settings.builds_dir / algorithm.name / algorithm.version
-        if not parent.exists() or self.services.job_store.active_jobs_of_algorithm(algorithm.id):
+        parent = self.settings.builds_dir / algorithm.name / algorithm.version
+        if not parent.exists() or self.job_store.active_jobs_of_algorithm(algorithm.id):
             return
         for child in parent.iterdir():
             if child.name != str(keep) and child.name.isdigit():

@@ -6,9 +6,18 @@ import os
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from opendps.service.algorithms import AlgorithmService
+from opendps.service.identity import IdentityService
+from opendps.service.jobs import JobService
+from opendps.service.policy import Policy
+from opendps.service.secrets import SecretService
 from opendps.settings import Settings
 from opendps.store import AccountStore, CatalogStore, Database, JobStore
+
+if TYPE_CHECKING:  # opened lazily: fsspec (and S3) only when something is staged or read
+    from opendps.storage.base import Storage
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -31,7 +40,11 @@ def load_secret_key(settings: Settings) -> str:
 
 
 class Services:
-    """Everything a request or a job needs, built from one Settings object."""
+    """Everything a request or a job needs, built from one Settings object.
+
+    Each service gets the parts it uses, not this container, so that no module of
+    ``service/`` imports another one back (only this module knows them all).
+    """
 
     def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         self.settings = settings
@@ -43,36 +56,29 @@ class Services:
         self.secret_key = load_secret_key(settings)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
         self.work_available = threading.Event()
+        self.policy = Policy(settings, self.accounts)
+        self.identity = IdentityService(
+            settings, self.accounts, self.job_store, self.secret_key.encode()
+        )
+        self.secrets = SecretService(self.accounts, self.secret_key)
+        self.algorithms = AlgorithmService(
+            settings, self.catalog, self.job_store, self.policy, self.work_available
+        )
+        self.jobs = JobService(
+            settings,
+            self.job_store,
+            self.algorithms,
+            self.policy,
+            storage=lambda: self.storage,
+            work_available=self.work_available,
+        )
 
     @cached_property
-    def storage(self):  # type: ignore[no-untyped-def]
+    def storage(self) -> Storage:
+        """Opened on first use: an S3 store is not contacted by processes that never stage."""
         from opendps.storage import open_storage
 
         return open_storage(self.settings)
-
-    @cached_property
-    def algorithms(self):  # type: ignore[no-untyped-def]
-        from opendps.service.algorithms import AlgorithmService
-
-        return AlgorithmService(self)
-
-    @cached_property
-    def jobs(self):  # type: ignore[no-untyped-def]
-        from opendps.service.jobs import JobService
-
-        return JobService(self)
-
-    @cached_property
-    def secrets(self):  # type: ignore[no-untyped-def]
-        from opendps.service.secrets import SecretService
-
-        return SecretService(self)
-
-    @cached_property
-    def identity(self):  # type: ignore[no-untyped-def]
-        from opendps.service.identity import IdentityService
-
-        return IdentityService(self)
 
     def close(self) -> None:
         self.db.dispose()

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchQueue, NotFound
+from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchProcess, NoSuchQueue, NotFound
 from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
 from opendps.registry.spec import AlgorithmSpec
+from opendps.service.algorithms import AlgorithmService, split_process_id
 from opendps.service.inputs import check_local_inputs, normalise_inputs
+from opendps.service.policy import Policy
+from opendps.service.queries import BatchQuery, JobQuery, check_limit
+from opendps.settings import Settings
+from opendps.store import JobStore
 from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
-    from opendps.service.context import Services
-    from opendps.settings import Settings
+    from opendps.storage.base import Storage
 
 LOG_FILES = {"stdout": "_stdout.txt", "stderr": "_stderr.txt"}
 
@@ -33,6 +39,8 @@ class Submission:
     priority: int = 5
     tags: Sequence[str] = ()
     dedup: bool = False
+    # How to answer (OGC ``response``/``outputs``/``subscriber``), kept on the job.
+    request: Mapping[str, Any] = field(default_factory=dict)
 
 
 def output_prefix(job: Job) -> str:
@@ -51,31 +59,59 @@ def work_dir_of(settings: Settings, job: Job) -> Path:
     return Path(job.work_dir) if job.work_dir else settings.jobs_dir / job.id
 
 
+def _missing_job(job_id: str) -> NoSuchJob:
+    return NoSuchJob(f"no job with id {job_id!r}")
+
+
+def _missing_batch(batch_id: str) -> NoSuchJob:
+    return NoSuchJob(f"no batch with id {batch_id!r}")
+
+
 class JobService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.store = services.job_store
+    """Every operation on jobs and batches takes the acting ``user`` and applies
+    ``service.policy``: another user's job or batch is missing, unless ``user`` is an admin."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        algorithms: AlgorithmService,
+        policy: Policy,
+        *,
+        storage: Callable[[], Storage],
+        work_available: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.algorithms = algorithms
+        self.policy = policy
+        self._storage = storage
+        self.work_available = work_available
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage()
 
     # -- submitting -----------------------------------------------------------------------
 
     def resolve_queue(self, requested: str | None, spec: AlgorithmSpec, user: str) -> str:
-        settings = self.services.settings
+        settings = self.settings
         name = requested or spec.queue or settings.default_queue
         queue = settings.queue(name)
         if queue is None:
             names = ", ".join(q.name for q in settings.queues)
             raise NoSuchQueue(f"unknown queue {name!r}; available queues: {names}")
-        if settings.auth and not queue.guest and self.services.identity.is_guest(user):
+        if not self.policy.may_use_queue(user, queue):
             raise Forbidden(f"user {user!r} may not use queue {name!r}")
         return name
 
     def _prepare(self, submission: Submission, owner: str) -> dict[str, Any]:
-        algorithm = self.services.algorithms.get(submission.process_id)
-        spec = self.services.algorithms.spec_of(algorithm)
+        algorithm = self.algorithms.get(submission.process_id)
+        spec = self.algorithms.spec_of(algorithm)
         if not 0 <= int(submission.priority) <= 9:
             raise InvalidInput(f"priority must be 0..9; got {submission.priority}")
         inputs = normalise_inputs(spec, submission.inputs)
-        if not self.services.settings.local_inputs_allowed:
+        if not self.settings.local_inputs_allowed:
             check_local_inputs(spec, inputs)
         queue = self.resolve_queue(submission.queue, spec, owner)
         tags = [str(t) for t in submission.tags if str(t)]
@@ -89,6 +125,7 @@ class JobService:
             "priority": int(submission.priority),
             "tags": tags,
             "inputs": inputs,
+            "request": dict(submission.request) or None,
             "_algorithm": algorithm,
         }
         if submission.dedup:
@@ -123,52 +160,103 @@ class JobService:
                     Phase.BUILD,
                     f"the build of {algorithm.process_id} failed: {algorithm.build.message}",
                 )
-        self.services.work_available.set()
+        self.work_available.set()
         if any(a.build and a.build.status == BuildStatus.FAILED for a in algorithms.values()):
             return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
         return jobs
 
     # -- reading --------------------------------------------------------------------------
 
-    def get(self, job_id: str, *, user: str | None = None) -> Job:
-        job = self.store.get_job(job_id)
-        self._check_owner(job, user)
+    def get(self, job_id: str, user: str) -> Job:
+        """The job, if ``user`` may see it; else exactly the error of a missing one."""
+        try:
+            job = self.store.get_job(job_id)
+        except NoSuchJob:
+            raise _missing_job(job_id) from None
+        self.policy.check_visible(user, job.owner, _missing_job(job_id))
         return job
 
-    def _check_owner(self, job: Job, user: str | None) -> None:
-        if user is None or not self.services.settings.auth:
-            return
-        if job.owner != user and not self.services.identity.is_admin(user):
-            raise NoSuchJob(f"no job with id {job.id!r}")  # don't reveal others' jobs
+    def list_jobs(self, query: JobQuery, user: str) -> Page:
+        """One page of the jobs ``user`` may see that match ``query`` (newest first)."""
+        check_limit(query.limit)
+        filters = self._filters(query, user)
+        if filters is None:
+            return Page(items=[], number_matched=0, next_cursor=None)
+        return self.store.list_jobs(
+            filters, limit=query.limit, cursor=query.cursor, offset=query.offset
+        )
 
-    def list(
-        self,
-        filters: JobFilters,
-        *,
-        limit: int = 10,
-        cursor: str | None = None,
-        offset: int | None = None,
-    ) -> Page:
-        if not 1 <= limit <= 10000:
-            raise InvalidInput(f"limit must be 1..10000; got {limit}")
-        return self.store.list_jobs(filters, limit=limit, cursor=cursor, offset=offset)
+    def _filters(self, query: JobQuery, user: str) -> JobFilters | None:
+        """The store's filters for ``query`` within ``user``'s scope; None = nothing."""
+        scope = self.policy.scope(user)
+        owner = query.owner or scope
+        if query.matches_nothing or (scope is not None and owner != scope):
+            return None
+        processes = tuple(self._process_key(pid) for pid in query.process_ids)
+        return JobFilters(
+            owner=owner,
+            statuses=query.statuses,
+            processes=processes,
+            queue=query.queue,
+            tag=query.tag,
+            batch_id=query.batch,
+            priority=query.priority,
+            job_ids=query.job_ids,
+            created_after=query.created_after,
+            created_before=query.created_before,
+            finished_after=query.finished_after,
+            min_duration=query.min_duration,
+            max_duration=query.max_duration,
+        )
 
-    def events(self, job_id: str, *, user: str | None = None) -> list:
-        self.get(job_id, user=user)
+    def _process_key(self, process_id: str) -> tuple[str, str | None]:
+        """``name[:version]``, or MAAP's numeric process id of a deployed algorithm (jobs
+        keep their algorithm's name and version after it is undeployed)."""
+        pid = process_id.strip().removeprefix("job-")
+        if pid.isdigit():
+            try:
+                algorithm = self.algorithms.catalog.get_algorithm_by_id(int(pid))
+            except NoSuchProcess:
+                pass  # a name made of digits
+            else:
+                return algorithm.name, algorithm.version
+        return split_process_id(pid)
+
+    def events(self, job_id: str, user: str) -> list:
+        self.get(job_id, user)
         return self.store.job_events(job_id)
+
+    def wait(self, job_id: str, user: str, timeout: float) -> Job:
+        """Block until the job is terminal or ``timeout`` seconds have passed; answers the
+        job as it is then. The one wait of every surface (sync execution, DELETE, MAAP's
+        ``wait_for_completion``, ``GET /jobs/{id}?wait=``, following logs).
+
+        The job's end is written by its supervisor, possibly in another process or on
+        another machine, so this reads the store, backing off from 50 ms to 0.5 s.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.05
+        while True:
+            job = self.get(job_id, user)
+            remaining = deadline - time.monotonic()
+            if job.status.terminal or remaining <= 0:
+                return job
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 0.5)
 
     # -- cancelling and retrying ----------------------------------------------------------
 
-    def cancel(self, job_id: str, *, user: str | None = None) -> Job:
+    def cancel(self, job_id: str, user: str) -> Job:
         """Queued: dismissed at once. Running: its supervisor kills it within a second or so."""
-        self.get(job_id, user=user)
+        self.get(job_id, user)
         job = self.store.request_cancel(job_id)
-        self.services.work_available.set()
+        self.work_available.set()
         return job
 
-    def retry(self, job_id: str, *, user: str | None = None) -> Job:
-        """A new job with the same algorithm, inputs, queue, priority and tags."""
-        job = self.get(job_id, user=user)
+    def retry(self, job_id: str, user: str) -> Job:
+        """A new job with the same algorithm, inputs, queue, priority and tags (and the
+        same owner, also when an admin retries it)."""
+        job = self.get(job_id, user)
         return self.submit(
             Submission(
                 process_id=job.process_id,
@@ -176,23 +264,41 @@ class JobService:
                 queue=job.queue,
                 priority=job.priority,
                 tags=job.tags,
+                request=job.request,
             ),
             owner=job.owner,
         )
 
     # -- batches --------------------------------------------------------------------------
 
-    def get_batch(self, batch_id: str) -> Batch:
-        return self.store.get_batch(batch_id)
+    def get_batch(self, batch_id: str, user: str) -> Batch:
+        try:
+            batch = self.store.get_batch(batch_id)
+        except NoSuchJob:
+            raise _missing_batch(batch_id) from None
+        self.policy.check_visible(user, batch.owner, _missing_batch(batch_id))
+        return batch
 
-    def cancel_batch(self, batch_id: str) -> Batch:
+    def list_batches(self, query: BatchQuery, user: str) -> Page:
+        """The batches ``user`` may see (newest first)."""
+        check_limit(query.limit)
+        scope = self.policy.scope(user)
+        owner = query.owner or scope
+        if scope is not None and owner != scope:
+            return Page(items=[], number_matched=0, next_cursor=None)
+        return self.store.list_batches(owner=owner, limit=query.limit, cursor=query.cursor)
+
+    def cancel_batch(self, batch_id: str, user: str) -> Batch:
+        self.get_batch(batch_id, user)
         for job_id in self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING]):
             self.store.request_cancel(job_id)
+        self.work_available.set()
         return self.store.get_batch(batch_id)
 
-    def retry_batch(self, batch_id: str) -> list[Job]:
-        """Resubmit the batch's failed and dismissed jobs (as new jobs of the same batch? no:
-        as new jobs; the originals keep their history)."""
+    def retry_batch(self, batch_id: str, user: str) -> list[Job]:
+        """Resubmit the batch's failed and dismissed jobs as a new batch (of the batch's
+        owner); the originals keep their history."""
+        batch = self.get_batch(batch_id, user)
         ids = self.store.batch_job_ids(batch_id, [JobStatus.FAILED, JobStatus.DISMISSED])
         jobs = [self.store.get_job(i) for i in ids]
         if not jobs:
@@ -205,38 +311,39 @@ class JobService:
                     queue=j.queue,
                     priority=j.priority,
                     tags=j.tags,
+                    request=j.request,
                 )
                 for j in jobs
             ],
-            owner=jobs[0].owner,
+            owner=batch.owner,
             batch=True,
         )
 
     # -- logs, outputs, metrics -----------------------------------------------------------
 
-    def logs(self, job_id: str, *, user: str | None = None) -> dict[str, str]:
+    def logs(self, job_id: str, user: str) -> dict[str, str]:
         """stdout and stderr: from the work dir while it exists, else from storage."""
-        job = self.get(job_id, user=user)
+        job = self.get(job_id, user)
         return {stream: self.read_log(job, stream) for stream in LOG_FILES}
 
     def read_log(self, job: Job, stream: str, offset: int = 0) -> str:
         name = LOG_FILES[stream]
-        path = work_dir_of(self.services.settings, job) / name
+        path = work_dir_of(self.settings, job) / name
         if path.exists():
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 return handle.read().decode(errors="replace")
         if job.started is not None:  # the work dir is gone once a successful job is staged
-            storage = self.services.storage
+            storage = self.storage
             key = f"{output_prefix(job)}/{name}"
             if storage.exists(key):
                 with storage.open(key) as handle:
                     return handle.read()[offset:].decode(errors="replace")
         return ""
 
-    def outputs(self, job_id: str, *, user: str | None = None) -> dict[str, Any]:
-        job = self.get(job_id, user=user)
-        storage = self.services.storage
+    def outputs(self, job_id: str, user: str) -> dict[str, Any]:
+        job = self.get(job_id, user)
+        storage = self.storage
         prefix = output_prefix(job)
         files = storage.list(prefix) if job.status.terminal else []
         return {
@@ -244,18 +351,18 @@ class JobService:
             "outputs": [{"path": f.path, "size": f.size, "url": f.url} for f in files],
         }
 
-    def open_output(self, job_id: str, path: str, *, user: str | None = None):  # type: ignore[no-untyped-def]
-        job = self.get(job_id, user=user)
+    def open_output(self, job_id: str, path: str, user: str):  # type: ignore[no-untyped-def]
+        job = self.get(job_id, user)
         parts = Path(path).parts
         if not path or path.startswith("/") or ".." in parts:
             raise InvalidInput(f"output path {path!r} must be relative and stay inside the job")
         key = f"{output_prefix(job)}/{path}"
-        if not self.services.storage.exists(key):
+        if not self.storage.exists(key):
             raise NotFound(f"job {job_id} has no output {path!r}")
-        return self.services.storage.open(key)
+        return self.storage.open(key)
 
-    def metrics(self, job_id: str, *, user: str | None = None) -> dict[str, Any]:
-        job = self.get(job_id, user=user)
+    def metrics(self, job_id: str, user: str) -> dict[str, Any]:
+        job = self.get(job_id, user)
         queued = job.created
         base: dict[str, Any] = {
             "job_id": job.id,
@@ -275,15 +382,11 @@ class JobService:
         }
         return {**base, **job.metrics}
 
-    def follow_logs(
-        self, job_id: str, *, user: str | None = None, poll: float = 0.5
-    ) -> Iterator[tuple[str, str]]:
+    def follow_logs(self, job_id: str, user: str, poll: float = 0.5) -> Iterator[tuple[str, str]]:
         """Yield (stream, new text) as the job writes, until it is terminal."""
-        import time
-
         offsets = dict.fromkeys(LOG_FILES, 0)
+        job = self.get(job_id, user)
         while True:
-            job = self.get(job_id, user=user)
             for stream in LOG_FILES:
                 text = self.read_log(job, stream, offsets[stream])
                 if text:
@@ -291,4 +394,4 @@ class JobService:
                     yield stream, text
             if job.status.terminal:
                 return
-            time.sleep(poll)
+            job = self.wait(job_id, user, poll)

@@ -1,19 +1,20 @@
-"""SecretService: per-user secrets, encrypted at rest with Fernet."""
+"""SecretService: per-user secrets, encrypted at rest with Fernet.
+
+Secrets are addressed by (user, name): every method takes the acting user and reaches only
+that user's secrets, so another user's secret is "no secret named …" like a missing one.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cryptography.fernet import Fernet
 
-if TYPE_CHECKING:
-    from opendps.service.context import Services
+from opendps.store import AccountStore
 
 
 class SecretService:
-    def __init__(self, services: Services) -> None:
-        self.accounts = services.accounts
-        self._fernet = Fernet(services.secret_key.encode())
+    def __init__(self, accounts: AccountStore, key: str) -> None:
+        self.accounts = accounts
+        self._fernet = Fernet(key.encode())
 
     def list(self, owner: str) -> list[dict]:
         return self.accounts.list_secrets(owner)

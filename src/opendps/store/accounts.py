@@ -39,6 +39,39 @@ class AccountStore:
                     users.update().where(users.c.id == exists).values(token_hash=token_hash)
                 )
 
+    def set_user(self, name: str, *, token_hash: str, is_admin: bool, is_guest: bool) -> bool:
+        """Create ``name`` or re-key it (the old token stops working) with these roles, in
+        one transaction; answers whether the user is new."""
+        values = {"token_hash": token_hash, "is_admin": is_admin, "is_guest": is_guest}
+        with self.db.write() as conn:
+            self.db.lock(conn, "user", name)
+            exists = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
+            if exists is None:
+                conn.execute(users.insert().values(name=name, created=utcnow(), **values))
+                return True
+            conn.execute(users.update().where(users.c.id == exists).values(**values))
+            return False
+
+    def list_users(self) -> list[dict]:
+        with self.db.read() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(
+                        users.c.name, users.c.is_admin, users.c.is_guest, users.c.created
+                    ).order_by(users.c.name)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def delete_user(self, name: str) -> None:
+        """Remove the user (their token with them); their jobs and secrets stay."""
+        with self.db.write() as conn:
+            deleted = conn.execute(users.delete().where(users.c.name == name)).rowcount
+        if deleted == 0:
+            raise NotFound(f"no user named {name!r}")
+
     def user_by_token(self, token_hash: str) -> dict | None:
         with self.db.read() as conn:
             row = (

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from opendps.errors import DuplicateProcess, InvalidTransition, NoSuchProcess
+from opendps.errors import DuplicateProcess, Forbidden, InvalidTransition, NoSuchProcess
 from opendps.models import Algorithm, Build, BuildStatus, Page
 from opendps.settings import QueueConfig
 from opendps.store.db import Database, utcnow
@@ -81,18 +81,27 @@ class CatalogStore:
         builtin: bool = False,
         replace: bool = False,
         build_status: BuildStatus = BuildStatus.QUEUED,
+        owner_must_be: str | None = None,
     ) -> Algorithm:
-        """Insert (or, with ``replace``, overwrite) an algorithm and give it a new build."""
+        """Insert (or, with ``replace``, overwrite) an algorithm and give it a new build.
+
+        An existing algorithm keeps its owner. With ``owner_must_be``, an existing one owned
+        by someone else is left as it is and :class:`Forbidden` is raised, checked in this
+        transaction so that no concurrent registration slips between check and write.
+        """
         now = utcnow()
         with self.db.write() as conn:
             self.db.lock(conn, "algorithm", f"{name}\0{version}")
-            existing = conn.execute(
-                sa.select(algorithms.c.id).where(
-                    algorithms.c.name == name, algorithms.c.version == version
+            existing = (
+                conn.execute(
+                    sa.select(algorithms.c.id, algorithms.c.owner).where(
+                        algorithms.c.name == name, algorithms.c.version == version
+                    )
                 )
-            ).scalar()
+                .mappings()
+                .first()
+            )
             values = {
-                "owner": owner,
                 "spec": spec,
                 "package": package,
                 "package_type": package_type,
@@ -100,15 +109,22 @@ class CatalogStore:
                 "updated": now,
             }
             if existing is not None:
+                if owner_must_be is not None and existing["owner"] != owner_must_be:
+                    raise Forbidden(
+                        f"process {name}:{version} belongs to {existing['owner']}; only its "
+                        "owner or an admin may replace it"
+                    )
                 if not replace:
                     raise DuplicateProcess(f"process {name}:{version} is already registered")
                 conn.execute(
-                    algorithms.update().where(algorithms.c.id == existing).values(**values)
+                    algorithms.update().where(algorithms.c.id == existing["id"]).values(**values)
                 )
-                algorithm_id = existing
+                algorithm_id = existing["id"]
             else:
                 algorithm_id = conn.execute(
-                    algorithms.insert().values(name=name, version=version, created=now, **values)
+                    algorithms.insert().values(
+                        name=name, version=version, created=now, owner=owner, **values
+                    )
                 ).inserted_primary_key[0]
             build_id = conn.execute(
                 builds.insert().values(
@@ -151,11 +167,14 @@ class CatalogStore:
         cursor: str | None = None,
         name: str | None = None,
         owner: str | None = None,
+        version: str | None = None,
     ) -> Page:
         query = _joined().order_by(algorithms.c.id).limit(limit + 1)
         where = []
         if name:
             where.append(algorithms.c.name == name)
+        if version:
+            where.append(algorithms.c.version == version)
         if owner:
             where.append(algorithms.c.owner == owner)
         query = query.where(*where)

@@ -44,6 +44,8 @@ class JobFilters:
     job_ids: tuple[str, ...] = ()
     priority: int | None = None
     finished_after: datetime | None = None
+    # (name, version or None) pairs; a job matching any of them matches.
+    processes: tuple[tuple[str, str | None], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +79,7 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         metrics=dict(row["metrics"] or {}),
         results=dict(row["results"] or {}),
         warnings=list(row["warnings"] or []),
+        request=dict(row.get("request") or {}),
     )
 
 
@@ -167,6 +170,7 @@ class JobStore:
                     "attempts": 0,
                     "cancel_requested": False,
                     "dedup_key": spec.get("dedup_key"),
+                    "request": spec.get("request") or None,
                     "created": now,
                     "updated": now,
                 }
@@ -211,6 +215,17 @@ class JobStore:
             where.append(jobs.c.version == f.version)
         if f.algorithm_ids:
             where.append(jobs.c.algorithm_id.in_(f.algorithm_ids))
+        if f.processes:
+            where.append(
+                sa.or_(
+                    *(
+                        sa.and_(jobs.c.algorithm == name, jobs.c.version == version)
+                        if version
+                        else jobs.c.algorithm == name
+                        for name, version in f.processes
+                    )
+                )
+            )
         if f.queue:
             where.append(jobs.c.queue == f.queue)
         if f.tag:
@@ -645,13 +660,45 @@ class JobStore:
                     .group_by(jobs.c.status)
                 ).all()
             )
-        return Batch(
-            id=row["id"],
-            owner=row["owner"],
-            created=row["created"],
-            counts={s.value: counts.get(s.value, 0) for s in JobStatus},
-            total=row["total"],
+        return _batch_from_row(row, counts)
+
+    def list_batches(
+        self, *, owner: str | None = None, limit: int = 25, cursor: str | None = None
+    ) -> Page:
+        """Newest first; ``cursor`` continues after the last item (keyset on creation)."""
+        where = [batches.c.owner == owner] if owner else []
+        query = (
+            sa.select(batches)
+            .where(*where)
+            .order_by(batches.c.created.desc(), batches.c.id.desc())
+            .limit(limit + 1)
         )
+        if cursor:
+            after = _decode_batch_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    batches.c.created < after[0],
+                    sa.and_(batches.c.created == after[0], batches.c.id < after[1]),
+                )
+            )
+        with self.db.read() as conn:
+            rows = conn.execute(query).mappings().all()[: limit + 1]
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(batches).where(*where)
+            ).scalar_one()
+            ids = [r["id"] for r in rows[:limit]]
+            counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+            if ids:
+                for batch_id, status, count in conn.execute(
+                    sa.select(jobs.c.batch_id, jobs.c.status, sa.func.count())
+                    .where(jobs.c.batch_id.in_(ids))
+                    .group_by(jobs.c.batch_id, jobs.c.status)
+                ).all():
+                    counts[batch_id][status] = count
+        items = [_batch_from_row(r, counts[r["id"]]) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = _encode_batch_cursor(items[-1]) if more and items else None
+        return Page(items=items, number_matched=total, next_cursor=next_cursor)
 
     def batch_job_ids(self, batch_id: str, statuses: Iterable[JobStatus]) -> list[str]:
         with self.db.read() as conn:
@@ -665,6 +712,32 @@ class JobStore:
                     .order_by(jobs.c.seq)
                 ).scalars()
             )
+
+
+def _batch_from_row(row: Mapping[str, Any], counts: Mapping[str, int]) -> Batch:
+    return Batch(
+        id=row["id"],
+        owner=row["owner"],
+        created=row["created"],
+        counts={s.value: counts.get(s.value, 0) for s in JobStatus},
+        total=row["total"],
+    )
+
+
+def _encode_batch_cursor(batch: Batch) -> str:
+    raw = json.dumps({"c": batch.created.isoformat(), "i": batch.id})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_batch_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(data["c"]), str(data["i"])
+    except Exception as exc:
+        from opendps.errors import InvalidInput
+
+        raise InvalidInput(f"next: {cursor!r} is not a cursor this server issued") from exc
 
 
 def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
@@ -682,6 +755,7 @@ def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
             "metrics",
             "results",
             "warnings",
+            "request",
         )
     )
     return {**defaults, **row}

@@ -127,6 +127,8 @@ jobs = sa.Table(
     sa.Column("metrics", sa.JSON, nullable=True),
     sa.Column("results", sa.JSON, nullable=True),
     sa.Column("warnings", sa.JSON, nullable=True),
+    # The execute request's answer options (OGC response/outputs/subscriber), revision 0002.
+    sa.Column("request", sa.JSON, nullable=True),
 )
 # claim_next walks this index in priority order.
 sa.Index("ix_jobs_claim", jobs.c.queue, jobs.c.status, jobs.c.priority, jobs.c.seq)

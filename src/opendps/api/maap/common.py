@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from typing import Any
 
 from opendps.errors import NoSuchProcess, OpenDPSError
 from opendps.models import Algorithm, JobStatus
-from opendps.service.algorithms import split_process_id
 from opendps.service.context import Services
 from opendps.service.statuses import parse_status
 
@@ -68,27 +66,6 @@ def parse_float(value: Any, name: str) -> float | None:
     return number
 
 
-def parse_time(value: str | None, name: str) -> datetime | None:
-    """RFC 3339 / ISO 8601 instants and plain dates (``2024-01-01``)."""
-    if value is None or value.strip() in ("", ".."):
-        return None
-    try:
-        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise MaapError(400, f"{name}: {value!r} is not an RFC 3339 date-time") from None
-
-
-def parse_interval(value: str | None) -> tuple[datetime | None, datetime | None]:
-    """OGC ``datetime``: an instant, ``a/b``, ``../b`` or ``a/..``."""
-    if not value:
-        return None, None
-    if "/" in value:
-        start, end = value.split("/", 1)
-        return parse_time(start, "datetime"), parse_time(end, "datetime")
-    instant = parse_time(value, "datetime")
-    return instant, instant
-
-
 def parse_status_filter(words: str | None) -> tuple[tuple[JobStatus, ...], bool]:
     """Status words in OGC, WPS or HySDS spelling, comma-separated.
 
@@ -124,7 +101,7 @@ def find_algorithm(services: Services, process_id: str) -> Algorithm:
     pid = process_id.strip()
     if pid.isdigit():
         try:
-            return services.catalog.get_algorithm_by_id(int(pid))
+            return services.algorithms.get_by_id(int(pid))
         except NoSuchProcess:
             pass  # a name made of digits
     try:
@@ -133,19 +110,6 @@ def find_algorithm(services: Services, process_id: str) -> Algorithm:
         if pid.startswith("job-"):
             return services.algorithms.get(pid[4:])
         raise NoSuchProcess(f"No process with processID {process_id!r} is deployed") from None
-
-
-def algorithm_filter(services: Services, process_id: str) -> dict[str, Any]:
-    """JobFilters fields for a MAAP process id (numeric id, name or name:version)."""
-    pid = process_id.strip().removeprefix("job-")
-    if pid.isdigit():
-        try:
-            services.catalog.get_algorithm_by_id(int(pid))
-            return {"algorithm_ids": (int(pid),)}
-        except NoSuchProcess:
-            pass
-    name, version = split_process_id(pid)
-    return {"algorithm": name, "version": version}
 
 
 def queue_name(services: Services, requested: str | None, user: str) -> str | None:
@@ -166,19 +130,15 @@ def queue_name(services: Services, requested: str | None, user: str) -> str | No
             if settings.queue(bare) is not None:
                 return bare
         return requested
-    if settings.auth and services.identity.is_guest(user):
-        default = settings.queue(settings.default_queue)
-        if default is not None and not default.guest:
-            guest = next((q.name for q in settings.queues if q.guest), None)
-            return guest
+    default = settings.queue(settings.default_queue)
+    if default is not None and not services.policy.may_use_queue(user, default):
+        return next((q.name for q in services.policy.usable_queues(user)), None)
     return None
 
 
 def queues_for(services: Services, user: str) -> list[str]:
     """The queue names this user may submit to."""
-    settings = services.settings
-    guest = settings.auth and services.identity.is_guest(user)
-    return [q.name for q in settings.queues if q.guest or not guest]
+    return [q.name for q in services.policy.usable_queues(user)]
 
 
 def check_queue(services: Services, name: str | None, user: str) -> None:

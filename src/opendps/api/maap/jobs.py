@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,17 +12,15 @@ from opendps.api.deps import base_url, current_user, services_of
 from opendps.api.maap import documents
 from opendps.api.maap.common import (
     MaapError,
-    algorithm_filter,
     parse_bool,
     parse_float,
     parse_int,
-    parse_interval,
     parse_status_filter,
 )
 from opendps.models import Job
 from opendps.service.context import Services
+from opendps.service.queries import JobQuery, parse_interval
 from opendps.service.statuses import HYSDS
-from opendps.store.jobstore import JobFilters
 
 router = APIRouter(include_in_schema=False)
 
@@ -61,24 +58,16 @@ def wait_flag(request: Request) -> bool:
     return parse_bool(value, "wait_for_completion")
 
 
-def wait_until_terminal(services: Services, job: Job, user: str, timeout: float) -> Job:
-    deadline = time.monotonic() + timeout
-    while not job.status.terminal and time.monotonic() < deadline:
-        time.sleep(0.2)
-        job = services.jobs.get(job.id, user=user)
-    return job
-
-
 def cancel(services: Services, job_id: str, user: str, wait: bool) -> Job:
     """Cancel as maap-api-nasa allows it: only queued or running jobs."""
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     if job.status.terminal:
         raise MaapError(
             400, f"Not allowed to cancel job with status {HYSDS[job.status]} ({job.status.value})"
         )
-    job = services.jobs.cancel(job_id, user=user)
+    job = services.jobs.cancel(job_id, user)
     if wait:
-        job = wait_until_terminal(services, job, user, services.settings.kill_grace + 60)
+        job = services.jobs.wait(job_id, user, services.settings.kill_grace + 60)
         if not job.status.terminal:
             raise MaapError(
                 500, f"job {job_id} did not stop in time; it is still {job.status.value}"
@@ -98,17 +87,9 @@ def list_jobs(request: Request) -> dict[str, Any]:
     offset = parse_int(params.get("offset"), "offset", low=0) or 0
     details = parse_bool(params.get("getJobDetails"), "getJobDetails")
     fields = selected_fields(params.get("fields"))
-    filters, matchable = job_filters(services, user, params)
+    query = job_query(params, limit=limit, offset=offset)
     base = base_url(request)
-    if not matchable:
-        return {
-            "status": 200,
-            "jobs": [],
-            "numberMatched": 0,
-            "numberReturned": 0,
-            "links": [_page_link(base, params, offset, "self")],
-        }
-    page = services.jobs.list(filters, limit=limit, offset=offset)
+    page = services.jobs.list_jobs(query, user)
     jobs = []
     for job in page.items:
         doc = render_job(job, base, details, fields)
@@ -129,16 +110,16 @@ def list_jobs(request: Request) -> dict[str, Any]:
     }
 
 
-def job_filters(services: Services, user: str, params: Any) -> tuple[JobFilters, bool]:
-    """Every filter maap-py 5.x sends; answers the filters and whether anything can match."""
+def job_query(params: Any, *, limit: int, offset: int) -> JobQuery:
+    """Every filter maap-py 5.x sends -> the one job query."""
     statuses, matchable = parse_status_filter(params.get("status"))
     after, before = parse_interval(params.get("datetime"))
     process = params.get("processID")
     job_type = params.get("type")
     if job_type and job_type.strip().lower() not in ("process", "dps", "job"):
         matchable = False  # every job here is a process job
-    filters = JobFilters(
-        owner=user if services.settings.auth else None,
+    return JobQuery(
+        process_ids=(process,) if process else (),
         statuses=statuses,
         queue=params.get("queue") or None,
         tag=params.get("tag") or None,
@@ -147,9 +128,10 @@ def job_filters(services: Services, user: str, params: Any) -> tuple[JobFilters,
         created_before=before,
         min_duration=parse_float(params.get("minDuration"), "minDuration"),
         max_duration=parse_float(params.get("maxDuration"), "maxDuration"),
-        **(algorithm_filter(services, process) if process else {}),
+        matches_nothing=not matchable,
+        limit=limit,
+        offset=offset,
     )
-    return filters, matchable
 
 
 def _page_link(base: str, params: Any, offset: int, rel: str) -> dict[str, str]:
@@ -167,7 +149,7 @@ def _page_link(base: str, params: Any, offset: int, rel: str) -> dict[str, str]:
 def job_status(job_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
     user = current_user(request)
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     params = request.query_params
     details = parse_bool(params.get("getJobDetails"), "getJobDetails")
     fields = selected_fields(params.get("fields"))
@@ -197,7 +179,7 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
 def job_results(job_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
     user = current_user(request)
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     return documents.results(services, job, base_url(request), user)
 
 
@@ -205,4 +187,4 @@ def job_results(job_id: str, request: Request) -> dict[str, Any]:
 def job_metrics(job_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
     user = current_user(request)
-    return documents.metrics(services.jobs.get(job_id, user=user))
+    return documents.metrics(services.jobs.get(job_id, user))

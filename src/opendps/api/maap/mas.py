@@ -12,9 +12,10 @@ from opendps.api.deps import base_url, current_user, services_of
 from opendps.api.maap import legacy, xml
 from opendps.api.maap.common import queues_for
 from opendps.api.maap.processes import register
-from opendps.api.maap.registration import check_owner, legacy_mapping
+from opendps.api.maap.registration import legacy_mapping
 from opendps.registry.spec import parse_registration
 from opendps.service.packages import Package
+from opendps.service.queries import ProcessQuery
 
 router = APIRouter(include_in_schema=False)
 
@@ -63,7 +64,8 @@ async def register_algorithm(request: Request) -> dict[str, Any]:
 @router.get("/api/mas/algorithm")
 def list_algorithms(request: Request) -> dict[str, Any]:
     services = services_of(request)
-    algorithms = services.algorithms.list(limit=10000).items
+    query = ProcessQuery(limit=10000)
+    algorithms = services.algorithms.list_processes(query, current_user(request)).items
     return {
         "code": 200,
         "algorithms": [{"type": a.name, "version": a.version} for a in algorithms],
@@ -84,9 +86,7 @@ def describe_algorithm(algo_id: str, request: Request) -> Response:
 def delete_algorithm(algo_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
     user = current_user(request)
-    algorithm = services.algorithms.get(algo_id.removeprefix("job-"))
-    check_owner(services, algorithm, user)
-    services.algorithms.delete(algorithm.process_id)
+    algorithm = services.algorithms.delete(algo_id.removeprefix("job-"), user)
     return {"code": 200, "message": f"successfully deleted job-{algorithm.process_id}"}
 
 

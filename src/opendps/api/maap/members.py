@@ -27,7 +27,7 @@ def account_info(request: Request) -> dict[str, Any]:
         "email": None,
         "organization": None,
         "is_admin": bool(record.get("is_admin")),
-        "is_guest": services.settings.auth and services.identity.is_guest(user),
+        "is_guest": services.policy.is_guest(user),
         "creation_date": record["created"].isoformat() if record.get("created") else None,
     }
 

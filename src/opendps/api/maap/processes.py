@@ -19,17 +19,14 @@ from opendps.api.maap.common import (
     queue_name,
 )
 from opendps.api.maap.errors import ogc_error
-from opendps.api.maap.registration import (
-    check_owner,
-    check_registration_queue,
-    package_from_ogc_body,
-)
+from opendps.api.maap.registration import check_registration_queue, package_from_ogc_body
 from opendps.errors import DuplicateProcess, NoSuchProcess
 from opendps.models import Algorithm
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.context import Services
 from opendps.service.jobs import Submission
 from opendps.service.packages import Package
+from opendps.service.queries import ProcessQuery
 
 router = APIRouter(include_in_schema=False)
 
@@ -57,12 +54,14 @@ def list_processes(request: Request) -> dict[str, Any]:
     services = services_of(request)
     params = request.query_params
     base = base_url(request)
-    page = services.algorithms.list(
-        limit=10000, name=params.get("algorithmName") or None, owner=params.get("deployer") or None
+    query = ProcessQuery(
+        name=params.get("algorithmName") or None,
+        version=params.get("algorithmVersion") or None,
+        owner=params.get("deployer") or None,
+        limit=10000,
     )
-    version = params.get("algorithmVersion")
-    items = [a for a in page.items if not version or a.version == version]
-    processes = [documents.process_summary(a, base) for a in items]
+    page = services.algorithms.list_processes(query, current_user(request))
+    processes = [documents.process_summary(a, base) for a in page.items]
     return {
         "processes": processes,
         "numberMatched": len(processes),
@@ -117,7 +116,7 @@ async def replace_process(process_id: str, request: Request) -> JSONResponse:
     services = services_of(request)
     user = current_user(request)
     current = find_algorithm(services, process_id)
-    check_owner(services, current, user)
+    services.algorithms.editable(current.process_id, user)
     package = package_from_ogc_body(await request.body(), request.headers.get("content-type"))
     if (package.spec.name, package.spec.version) != (current.name, current.version):
         raise MaapError(
@@ -135,9 +134,7 @@ async def replace_process(process_id: str, request: Request) -> JSONResponse:
 def delete_process(process_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
     user = current_user(request)
-    algorithm = find_algorithm(services, process_id)
-    check_owner(services, algorithm, user)
-    services.algorithms.delete(algorithm.process_id)
+    algorithm = services.algorithms.delete(find_algorithm(services, process_id).process_id, user)
     return {
         "detail": "Deleted process",
         "processID": algorithm.id,
@@ -167,15 +164,14 @@ def process_package(process_id: str, request: Request) -> dict[str, Any]:
 @router.get("/api/ogc/deploymentJobs/{deployment_id}")
 def deployment_status(deployment_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
-    current_user(request)
     if not deployment_id.isdigit():
         raise MaapError(404, f"No deployment job with id {deployment_id!r}")
     try:
-        build = services.catalog.get_build(int(deployment_id))
+        build = services.algorithms.get_build(int(deployment_id))
     except NoSuchProcess:
         raise MaapError(404, f"No deployment job with id {deployment_id}") from None
     try:
-        algorithm = services.catalog.get_algorithm_by_id(build.algorithm_id)
+        algorithm = services.algorithms.get_by_id(build.algorithm_id)
     except NoSuchProcess:
         algorithm = None
     return documents.deployment_status(build, algorithm, base_url(request))

@@ -17,8 +17,6 @@ import httpx
 import yaml
 
 from opendps.api.maap.common import MaapError
-from opendps.errors import Forbidden
-from opendps.models import Algorithm
 from opendps.registry.spec import AlgorithmSpec, parse_registration
 from opendps.service.context import Services
 from opendps.service.packages import CWL_TYPES, YAML_TYPES, Package, media_type_of, parse_package
@@ -162,20 +160,10 @@ def legacy_mapping(raw: bytes, form: dict[str, Any] | None) -> dict[str, Any]:
     return data
 
 
-def check_owner(services: Services, algorithm: Algorithm, user: str) -> None:
-    if services.settings.auth and algorithm.owner != user and not services.identity.is_admin(user):
-        raise Forbidden(f"process {algorithm.process_id} belongs to {algorithm.owner}")
-
-
 def check_registration_queue(services: Services, spec: AlgorithmSpec, user: str) -> None:
     """A queue named in the YAML that the user may not use is a 400 (maap-api-nasa)."""
     queue = services.settings.queue(spec.queue) if spec.queue else None
     if queue is None and spec.queue and spec.queue.startswith("maap-"):
         queue = services.settings.queue(spec.queue.removeprefix("maap-"))
-    if (
-        queue is not None
-        and services.settings.auth
-        and not queue.guest
-        and services.identity.is_guest(user)
-    ):
+    if queue is not None and not services.policy.may_use_queue(user, queue):
         raise MaapError(400, f"User {user} does not have access to queue {queue.name}")

@@ -10,12 +10,10 @@ from fastapi.responses import Response
 from opendps.api.deps import base_url, current_user, services_of
 from opendps.api.maap import documents, legacy, xml
 from opendps.api.maap.common import (
-    MaapError,
     check_queue,
     parse_bool,
     parse_int,
     parse_status_filter,
-    parse_time,
     queue_name,
 )
 from opendps.api.maap.jobs import cancel, wait_flag
@@ -23,8 +21,8 @@ from opendps.errors import NoSuchJob
 from opendps.models import JobStatus
 from opendps.service.algorithms import split_process_id
 from opendps.service.jobs import Submission
+from opendps.service.queries import JobQuery, ProcessQuery, parse_instant
 from opendps.service.statuses import WPS
-from opendps.store.jobstore import JobFilters
 
 router = APIRouter(include_in_schema=False)
 XML = "application/xml"
@@ -39,7 +37,8 @@ def _xml(body: str, status: int = 200) -> Response:
 @router.get("/api/dps/job")
 def capabilities(request: Request) -> Response:
     services = services_of(request)
-    algorithms = services.algorithms.list(limit=10000).items
+    query = ProcessQuery(limit=10000)
+    algorithms = services.algorithms.list_processes(query, current_user(request)).items
     return _xml(xml.capabilities(legacy.wps_process(a) for a in algorithms))
 
 
@@ -92,36 +91,29 @@ def list_jobs_of(username: str, request: Request) -> dict[str, Any]:
 
 
 def _legacy_list(request: Request, username: str | None) -> dict[str, Any]:
+    """Another user's name shows what the caller may see of their jobs: everything for an
+    admin, nothing for anyone else (as for a user who has no jobs)."""
     services = services_of(request)
     user = current_user(request)
     params = request.query_params
     username = username or params.get("username") or None
-    owner = user if services.settings.auth else None
-    if username and username != user:
-        if services.settings.auth and not services.identity.is_admin(user):
-            raise MaapError(403, f"User {user} may not list the jobs of {username}")
-        owner = username
     statuses, matchable = parse_status_filter(params.get("status"))
-    algorithm = version = None
-    if params.get("job_type"):
-        algorithm, version = split_process_id(params["job_type"].removeprefix("job-"))
-    limit = parse_int(params.get("page_size"), "page_size", low=1, high=10000) or 100
-    offset = parse_int(params.get("offset"), "offset", low=0) or 0
-    details = parse_bool(params.get("get_job_details"), "get_job_details", default=True)
-    filters = JobFilters(
-        owner=owner,
+    job_type = params.get("job_type")
+    query = JobQuery(
+        owner=username,
         statuses=statuses,
-        algorithm=algorithm,
-        version=version,
+        process_ids=(job_type,) if job_type else (),
         queue=params.get("queue") or None,
         tag=params.get("tag") or None,
         priority=parse_int(params.get("priority"), "priority", low=0, high=9),
-        created_after=parse_time(params.get("start_time"), "start_time"),
-        finished_after=parse_time(params.get("end_time"), "end_time"),
+        created_after=parse_instant(params.get("start_time"), "start_time"),
+        finished_after=parse_instant(params.get("end_time"), "end_time"),
+        matches_nothing=not matchable,
+        limit=parse_int(params.get("page_size"), "page_size", low=1, high=10000) or 100,
+        offset=parse_int(params.get("offset"), "offset", low=0) or 0,
     )
-    if not matchable:
-        return {"status": 200, "jobs": [], "numberMatched": 0}
-    page = services.jobs.list(filters, limit=limit, offset=offset)
+    details = parse_bool(params.get("get_job_details"), "get_job_details", default=True)
+    page = services.jobs.list_jobs(query, user)
     base = base_url(request)
     jobs = [legacy.legacy_job(services, job, base, user, details) for job in page.items]
     return {"status": 200, "jobs": jobs, "numberMatched": page.number_matched}
@@ -134,7 +126,7 @@ def job_status(job_id: str, request: Request) -> Response:
     services = services_of(request)
     user = current_user(request)
     try:
-        job = services.jobs.get(job_id, user=user)
+        job = services.jobs.get(job_id, user)
     except NoSuchJob:
         return _xml(xml.status_info(job_id, "Deleted", f"No job with id {job_id} exists"), 404)
     return _xml(xml.status_info(job.id, WPS[job.status], job.message))
@@ -143,7 +135,7 @@ def job_status(job_id: str, request: Request) -> Response:
 @router.get("/api/dps/job/{job_id}/metrics")
 def job_metrics(job_id: str, request: Request) -> Response:
     services = services_of(request)
-    job = services.jobs.get(job_id, user=current_user(request))
+    job = services.jobs.get(job_id, current_user(request))
     return _xml(xml.metrics(legacy.legacy_metrics(job)))
 
 
@@ -153,7 +145,7 @@ def job_result(job_id: str, request: Request) -> Response:
     then one URL per file); a failed job adds ``wps:Output id="traceback"``."""
     services = services_of(request)
     user = current_user(request)
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     outputs: list[tuple[str, list[str]]] = []
     if job.status.terminal and job.started is not None:
         links = documents.staged_links(services, job, base_url(request), user)

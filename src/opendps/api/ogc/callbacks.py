@@ -96,7 +96,7 @@ class Notifier:
 
     def _check(self, job_id: str, watch: _Watch) -> bool:
         """Send what is due; True when the job needs no more watching."""
-        job = self.services.job_store.get_job(job_id)
+        job = self.services.jobs.get(job_id, watch.user)
         if (
             job.status != JobStatus.ACCEPTED
             and "inProgressUri" in watch.uris
@@ -112,7 +112,7 @@ class Notifier:
         if job.status == JobStatus.SUCCESSFUL and "successUri" in watch.uris:
             from opendps.api.ogc.results import stored_results
 
-            document = stored_results(self.services, job, watch.base, None)
+            document = stored_results(self.services, job, watch.base, watch.user)
             self._post(watch.uris["successUri"], document, job_id)
         elif job.status == JobStatus.FAILED and "failedUri" in watch.uris:
             from opendps.api.ogc.results import failure_response

@@ -18,16 +18,13 @@ execution that outlasts its wait (``wait=N``, else the server's limit) is answer
 asynchronously (201). ``Preference-Applied`` names the preferences honoured. A synchronous
 answer carries ``Link: <…/jobs/{id}>; rel="monitor"``.
 
-The request's ``response``, ``outputs`` and ``subscriber`` are kept in the job's history,
-so that ``GET /jobs/{id}/results`` answers as the request asked: raw when it asked for
-``"response": "raw"``, else a results document.
+The request's ``response``, ``outputs`` and ``subscriber`` are kept on the job (its
+``request`` column), so that ``GET /jobs/{id}/results`` answers as the request asked: raw
+when it asked for ``"response": "raw"``, else a results document.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +49,6 @@ from opendps.models import Job, JobStatus
 from opendps.service.jobs import Submission
 
 router = APIRouter(tags=["processes"])
-REQUEST_EVENT = "execute request: "
 DEFAULT_SYNC_WAIT = 300.0  # seconds a synchronous execution waits before answering 201
 
 
@@ -96,35 +92,6 @@ def negotiate(control: list[str], tokens: dict[str, str | None], max_wait: float
     return Negotiated(False, 0.0, [], ["respond-async"] if wants_async else [])
 
 
-async def wait_for_job(services: Any, job_id: str, seconds: float) -> Job:
-    deadline = time.monotonic() + seconds
-    delay = 0.05
-    while True:
-        job = await run_in_threadpool(services.job_store.get_job, job_id)
-        remaining = deadline - time.monotonic()
-        if job.status.terminal or remaining <= 0:
-            return job
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.5)
-
-
-# -- the request record -----------------------------------------------------------------------
-
-
-def record_request(services: Any, job_id: str, record: dict[str, Any]) -> None:
-    services.job_store.add_event(job_id, REQUEST_EVENT + json.dumps(record))
-
-
-def load_request(services: Any, job_id: str) -> dict[str, Any]:
-    for event in services.job_store.job_events(job_id):
-        if (event.message or "").startswith(REQUEST_EVENT):
-            try:
-                return json.loads(event.message[len(REQUEST_EVENT) :])
-            except json.JSONDecodeError:
-                return {}
-    return {}
-
-
 # -- execute ----------------------------------------------------------------------------------
 
 
@@ -149,19 +116,17 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
         priority=body.priority,
         tags=body.tags,
         dedup=body.dedup,
-    )
-    job = await run_in_threadpool(lambda: services.jobs.submit(submission, owner=user))
-    if not job.deduped:
-        record = {
+        request={
             "response": body.response,
             "outputs": modes if body.outputs else None,
             "subscriber": subscriber or None,
-        }
-        await run_in_threadpool(record_request, services, job.id, record)
-        if subscriber:
-            request.app.state.ogc_notifier.watch(job.id, subscriber, base, user)
+        },
+    )
+    job = await run_in_threadpool(lambda: services.jobs.submit(submission, owner=user))
+    if not job.deduped and subscriber:
+        request.app.state.ogc_notifier.watch(job.id, subscriber, base, user)
     if negotiated.synchronous:
-        job = await wait_for_job(services, job.id, negotiated.wait)
+        job = await run_in_threadpool(services.jobs.wait, job.id, user, negotiated.wait)
         if job.status.terminal:
             answer = await run_in_threadpool(
                 synchronous_answer,
@@ -224,7 +189,7 @@ def synchronous_answer(
 
 def _output_schemas(services: Any, job: Job, base: str) -> dict[str, dict[str, Any]]:
     try:
-        algorithm = services.catalog.get_algorithm_by_id(job.algorithm_id)
+        algorithm = services.algorithms.get_by_id(job.algorithm_id)
     except NoSuchProcess:  # undeployed since: no descriptions, the results stand alone
         return {}
     return _schemas(process_description(algorithm, base)["outputs"])
@@ -238,7 +203,7 @@ def results_answer(services: Any, job: Job, base: str, user: str, request: Reque
         raise ResultNotReady(f"job {job.id} was dismissed; it has no results")
     if not job.status.terminal:
         raise ResultNotReady(f"job {job.id} is {job.status.value}; results are not ready")
-    record = load_request(services, job.id)
+    record = job.request
     response = "raw" if record.get("response") == "raw" else "document"
     return render_results(
         services,
@@ -261,7 +226,7 @@ def job_output(
 ) -> Response:
     services = services_of(request)
     base = base_url(request)
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     if job.status == JobStatus.FAILED:
         return failure_response(job, base, request)
     if job.status != JobStatus.SUCCESSFUL:

@@ -60,7 +60,7 @@ def _absolute(value: Any, prefix: str) -> Any:
     return value
 
 
-def stored_results(services: Any, job: Job, base: str, user: str | None) -> dict[str, Any]:
+def stored_results(services: Any, job: Job, base: str, user: str) -> dict[str, Any]:
     """The job's outputs with absolute links."""
     prefix = outputs_prefix(base, job)
     if job.results:
@@ -145,7 +145,7 @@ def value_response(
     services: Any,
     job: Job,
     base: str,
-    user: str | None,
+    user: str,
     value: Any,
     schema: Mapping[str, Any] | None = None,
 ) -> Response:
@@ -173,7 +173,7 @@ def _part_bytes(
     services: Any,
     job: Job,
     base: str,
-    user: str | None,
+    user: str,
     value: Any,
     schema: Mapping[str, Any] | None,
 ) -> tuple[bytes | None, str]:
@@ -201,7 +201,7 @@ def render_results(
     services: Any,
     job: Job,
     base: str,
-    user: str | None,
+    user: str,
     *,
     response: str,
     modes: Mapping[str, str] | None,
@@ -238,7 +238,7 @@ def multipart(
     services: Any,
     job: Job,
     base: str,
-    user: str | None,
+    user: str,
     results: Mapping[str, Any],
     chosen: Mapping[str, str],
     schemas: Mapping[str, Mapping[str, Any]],

@@ -17,12 +17,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from opendps.api.deps import services_of
+from opendps.api.deps import TOKEN_COOKIE, services_of
 from opendps.api.problems import register_error_shape
 from opendps.api.ui import jobs, processes
 from opendps.api.ui.render import (
     STATIC_DIR,
-    TOKEN_COOKIE,
     check_same_origin,
     render,
 )

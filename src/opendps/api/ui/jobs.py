@@ -15,9 +15,8 @@ from opendps.api.ui.render import check_same_origin, format_duration, render, ui
 from opendps.api.ui.render import format_bytes as size
 from opendps.errors import InvalidInput, OpenDPSError
 from opendps.models import Job, JobStatus
-from opendps.service.algorithms import split_process_id
+from opendps.service.queries import JobQuery, ProcessQuery
 from opendps.service.statuses import parse_statuses
-from opendps.store.jobstore import JobFilters
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -29,14 +28,6 @@ NOTICES = {  # fixed texts, so a link cannot make the page say something else
     "submitted": "Job submitted.",
 }
 MAX_LIVE_IDS = 200
-
-
-def owner_scope(request: Request, user: str) -> str | None:
-    """Whose jobs a user sees: everyone's with auth off or for admins, else their own."""
-    services = services_of(request)
-    if services.settings.auth and not services.identity.is_admin(user):
-        return user
-    return None
 
 
 def run_time(job: Job, now: datetime | None = None) -> float | None:
@@ -68,14 +59,13 @@ def ui_root_redirect() -> RedirectResponse:
 def dashboard(request: Request) -> HTMLResponse:
     services = services_of(request)
     user = ui_user(request)
-    owner = owner_scope(request, user)
     counts = {
-        status.value: services.jobs.list(
-            JobFilters(owner=owner, statuses=(status,)), limit=1
+        status.value: services.jobs.list_jobs(
+            JobQuery(statuses=(status,), limit=1), user
         ).number_matched
         for status in JobStatus
     }
-    recent = services.jobs.list(JobFilters(owner=owner), limit=10)
+    recent = services.jobs.list_jobs(JobQuery(limit=10), user)
     stats = services.job_store.queue_stats()
     now = datetime.now(UTC)
     workers_for = getattr(request.app.state, "workers_for", lambda name: None)
@@ -95,7 +85,7 @@ def dashboard(request: Request) -> HTMLResponse:
                 "workers": workers_for(queue.name),
             }
         )
-    processes = services.algorithms.list(limit=1).number_matched
+    processes = services.algorithms.list_processes(ProcessQuery(limit=1), user).number_matched
     return render(
         request,
         "dashboard.html",
@@ -113,18 +103,16 @@ def dashboard(request: Request) -> HTMLResponse:
 # -- the job list -------------------------------------------------------------------------
 
 
-def _filters(owner: str | None, form: dict[str, str]) -> JobFilters:
-    algorithm = version = None
-    if form["process"]:
-        algorithm, version = split_process_id(form["process"])
-    return JobFilters(
-        owner=owner,
+def job_query(form: dict[str, str], limit: int, cursor: str | None) -> JobQuery:
+    """The list page's form -> the one job query."""
+    return JobQuery(
         statuses=parse_statuses([form["status"]] if form["status"] else None),
-        algorithm=algorithm,
-        version=version,
+        process_ids=(form["process"],) if form["process"] else (),
         queue=form["queue"] or None,
         tag=form["tag"] or None,
-        batch_id=form["batch"] or None,
+        batch=form["batch"] or None,
+        limit=limit,
+        cursor=cursor,
     )
 
 
@@ -147,8 +135,7 @@ def job_list(request: Request) -> HTMLResponse:
         error = f"limit must be a number from 1 to {max(PAGE_SIZES)}"
     if error is None:
         try:
-            filters = _filters(owner_scope(request, user), form)
-            page = services.jobs.list(filters, limit=limit, cursor=cursor)
+            page = services.jobs.list_jobs(job_query(form, limit, cursor), user)
         except InvalidInput as exc:
             error = exc.message
     params = [(k, v) for k, v in form.items() if v]
@@ -180,8 +167,7 @@ def live_jobs(request: Request) -> JSONResponse:
     ids = tuple(request.query_params.getlist("id")[:MAX_LIVE_IDS])
     rows: dict[str, Any] = {}
     if ids:
-        filters = JobFilters(owner=owner_scope(request, user), job_ids=ids)
-        page = services.jobs.list(filters, limit=len(ids))
+        page = services.jobs.list_jobs(JobQuery(job_ids=ids, limit=len(ids)), user)
         rows = {job.id: job_row(job) for job in page.items}
     return JSONResponse({"jobs": rows}, headers={"Cache-Control": "no-store"})
 
@@ -245,7 +231,7 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 def output_href(request: Request, job: Job, path: str) -> str:
     """The API's download route; with auth on a browser has no token header, so the UI's
     own route (which reads the sign-in cookie) serves it."""
-    prefix = "/ui" if services_of(request).settings.auth else ""
+    prefix = "/ui" if services_of(request).policy.signs_in else ""
     return f"{prefix}/jobs/{job.id}/outputs/{quote(path)}"
 
 
@@ -254,24 +240,24 @@ def job_page(
 ) -> HTMLResponse:
     services = services_of(request)
     user = ui_user(request)
-    job = services.jobs.get(job_id, user=user)
+    job = services.jobs.get(job_id, user)
     outputs: dict[str, Any] = {"location": None, "outputs": []}
     outputs_error = None
     if job.status.terminal:
         try:
-            outputs = services.jobs.outputs(job.id, user=user)
+            outputs = services.jobs.outputs(job.id, user)
         except OpenDPSError as exc:
             outputs_error = exc.message
     for item in outputs["outputs"]:
         item["href"] = output_href(request, job, item["path"])
-    metrics = services.jobs.metrics(job.id, user=user)
+    metrics = services.jobs.metrics(job.id, user)
     notice = NOTICES.get(request.query_params.get("done", ""))
     return render(
         request,
         "job.html",
         {
             "job": job,
-            "events": services.jobs.events(job.id, user=user),
+            "events": services.jobs.events(job.id, user),
             "metrics": metrics,
             "metric_rows": metric_rows(metrics),
             "outputs": outputs,
@@ -294,7 +280,7 @@ def job_detail(job_id: str, request: Request) -> HTMLResponse:
 def live_job(job_id: str, request: Request) -> JSONResponse:
     """The job's status and what its streams wrote after the given byte offsets."""
     services = services_of(request)
-    job = services.jobs.get(job_id, user=ui_user(request))
+    job = services.jobs.get(job_id, ui_user(request))
     answer: dict[str, Any] = job_row(job)
     for stream in ("stdout", "stderr"):
         try:
@@ -312,7 +298,7 @@ async def cancel_job(job_id: str, request: Request) -> Response:
     check_same_origin(request)
     services = services_of(request)
     user = await run_in_threadpool(ui_user, request)
-    await run_in_threadpool(lambda: services.jobs.cancel(job_id, user=user))
+    await run_in_threadpool(lambda: services.jobs.cancel(job_id, user))
     return RedirectResponse(f"/ui/jobs/{job_id}?done=cancel", status_code=303)
 
 
@@ -322,7 +308,7 @@ async def retry_job(job_id: str, request: Request) -> Response:
     services = services_of(request)
     user = await run_in_threadpool(ui_user, request)
     try:
-        job = await run_in_threadpool(lambda: services.jobs.retry(job_id, user=user))
+        job = await run_in_threadpool(lambda: services.jobs.retry(job_id, user))
     except OpenDPSError as exc:  # e.g. its process was deleted: say so on the job's page
         return await run_in_threadpool(
             job_page, request, job_id, error=exc.message, status=exc.status

@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from opendps.api.deps import services_of
 from opendps.api.ui.render import check_same_origin, path_quote, render, ui_user
-from opendps.errors import Forbidden, ImmutableProcess, InvalidInput, OpenDPSError
+from opendps.errors import InvalidInput, OpenDPSError
 from opendps.models import Algorithm
 from opendps.registry.spec import AlgorithmSpec, InputSpec
 from opendps.service.jobs import Submission
 from opendps.service.packages import parse_package
+from opendps.service.queries import ProcessQuery
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -53,8 +54,8 @@ def processes_page(
     status: int = 200,
 ) -> HTMLResponse:
     services = services_of(request)
-    ui_user(request)
-    page = services.algorithms.list(limit=100, cursor=cursor)
+    query = ProcessQuery(limit=100, cursor=cursor)
+    page = services.algorithms.list_processes(query, ui_user(request))
     return render(
         request,
         "processes.html",
@@ -88,17 +89,7 @@ def register_package(request: Request, text: str, replace: bool) -> Algorithm:
     if len(text) > MAX_PACKAGE:
         raise InvalidInput(f"the registration is longer than {MAX_PACKAGE} characters")
     package = parse_package(text, "application/yaml")
-    if replace:
-        try:
-            current = services.algorithms.get(package.spec.process_id)
-        except OpenDPSError:
-            current = None
-        if current is not None:
-            if current.builtin:
-                raise ImmutableProcess(f"process {current.process_id} is built in")
-            admin = services.identity.is_admin(user)
-            if services.settings.auth and current.owner != user and not admin:
-                raise Forbidden(f"process {current.process_id} belongs to {current.owner}")
+    # Replacing someone else's algorithm is refused by the service (owner or admin only).
     return services.algorithms.register(
         package.spec,
         owner=user,

@@ -18,14 +18,13 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from opendps import __version__
-from opendps.api.deps import current_user, request_token, services_of
+from opendps.api.deps import current_user, services_of
 from opendps.errors import Forbidden
 from opendps.models import JobStatus
 
 API_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = API_DIR / "templates"
 STATIC_DIR = API_DIR / "static"
-TOKEN_COOKIE = "dps_token"
 # Pages are self-contained: no inline scripts or styles, nothing from other origins.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -148,7 +147,7 @@ def render(
     values = {
         "request": request,
         "user": getattr(request.state, "user", None),
-        "auth": services.settings.auth,
+        "auth": services.policy.signs_in,
         "path": request.url.path,
         **(context or {}),
     }
@@ -162,9 +161,6 @@ def render(
 def ui_user(request: Request) -> str:
     """The caller: a token header as for the API, else the token a person signed in with
     (the ``dps_token`` cookie set by /ui/login). With auth off: ``anonymous``."""
-    cookie = request.cookies.get(TOKEN_COOKIE)
-    if request_token(request) is None and cookie and getattr(request.state, "user", None) is None:
-        request.state.user = services_of(request).identity.authenticate(cookie)
     return current_user(request)
 
 
