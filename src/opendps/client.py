@@ -35,6 +35,8 @@ from opendps.errors import OpenDPSError
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = frozenset({"successful", "failed", "dismissed"})
 BUILD_DONE = frozenset({"ready", "failed"})
+#: Seconds the server holds one status request of ``Client.wait`` (its read timeout is longer).
+WAIT_WINDOW = 10.0
 CHUNK = 1 << 20  # download chunk size (bytes)
 
 # Filter keywords of list_jobs/iter_jobs -> the query parameter the API knows them by.
@@ -275,8 +277,11 @@ class Client:
             headers={"Prefer": "respond-async"},
         )
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{self._jid(job_id)}")
+    def status(self, job_id: str, wait: float = 0) -> dict[str, Any]:
+        """The job's statusInfo; with ``wait`` the server answers as soon as the job ends,
+        or after ``wait`` seconds (its ``JobService.wait``)."""
+        params = {"wait": f"{wait:.3f}"} if wait > 0 else None
+        return self._json("GET", f"/jobs/{self._jid(job_id)}", params=params)
 
     def wait(
         self,
@@ -285,24 +290,30 @@ class Client:
         poll: float = 0.5,
         on_update: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job is terminal; answers the final statusInfo.
+        """Wait until the job is terminal; answers the final statusInfo.
 
-        ``on_update`` is called with the statusInfo whenever status, message or progress
-        changes (and once at the start). Raises ``TimeoutError`` after ``timeout`` seconds.
+        The server does the waiting (``GET /jobs/{id}?wait=``), so the job's end is seen at
+        once; each request is held at most WAIT_WINDOW seconds. ``on_update`` is called with
+        the statusInfo whenever status, message or progress changed between answers (and once
+        at the start). Raises ``TimeoutError`` after ``timeout`` seconds. ``poll`` is kept for
+        callers of earlier versions and ignored.
         """
+        del poll
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[Any, ...] | None = None
+        window = 0.0  # the first answer at once, for on_update
         while True:
-            info = self.status(job_id)
+            info = self.status(job_id, wait=window)
             key = (info.get("status"), info.get("message"), info.get("progress"))
             if on_update is not None and key != seen:
                 on_update(info)
             seen = key
             if info.get("status") in TERMINAL_STATUSES:
                 return info
-            if deadline is not None and time.monotonic() >= deadline:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"job {job_id} is still {info.get('status')} after {timeout} s")
-            time.sleep(poll)
+            window = WAIT_WINDOW if remaining is None else min(WAIT_WINDOW, remaining)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Dismiss a job: a queued one at once, a running one within a second or so."""

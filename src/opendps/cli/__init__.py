@@ -1,8 +1,9 @@
 """``dps``: the command line (DESIGN §7).
 
 ``server`` and ``worker`` run opendps; ``run-local`` runs one algorithm here with no
-server. Every other command talks to a server through :mod:`opendps.client` and takes
-``--url`` (``DPS_URL``), ``--token`` (``DPS_TOKEN``) and ``--json``.
+server; ``user`` manages users in the database directly, on the server's machine. Every
+other command talks to a server through :mod:`opendps.client` and takes ``--url``
+(``DPS_URL``), ``--token`` (``DPS_TOKEN``) and ``--json``.
 
 Exit codes: 0 ok; 1 a job (or batch) ended failed or dismissed, a build failed, or the
 server failed; 2 bad usage or input (the server's 4xx answers, with its ``detail``);
@@ -19,6 +20,7 @@ from opendps.cli.jobs import job_app
 from opendps.cli.local import run_local_command
 from opendps.cli.queues import queues_command
 from opendps.cli.server import server, worker
+from opendps.cli.users import user_app
 
 app = typer.Typer(
     help="opendps: run algorithms from git repositories as jobs on queues.",
@@ -28,6 +30,7 @@ app = typer.Typer(
 app.add_typer(algorithm_app, name="algorithm")
 app.add_typer(job_app, name="job")
 app.add_typer(batch_app, name="batch")
+app.add_typer(user_app, name="user")
 app.command()(server)
 app.command()(worker)
 app.command("queues")(queues_command)

@@ -62,13 +62,18 @@ class IdentityService:
         )
         return token
 
-    def set_user(self, name: str, *, is_admin: bool = False, is_guest: bool = False) -> str:
+    def set_user(
+        self, name: str, *, is_admin: bool = False, is_guest: bool = False
+    ) -> tuple[str, bool]:
         """``dps user add``: create the user or re-key it with these roles (the old token
-        stops working at once); answers the new token, shown once."""
+        stops working at once); answers the new token (shown once) and whether the user
+        is new."""
         name = check_user_name(name)
         token = secrets.token_urlsafe(32)
-        self.accounts.set_user(name, token_hash=_hash(token), is_admin=is_admin, is_guest=is_guest)
-        return token
+        created = self.accounts.set_user(
+            name, token_hash=_hash(token), is_admin=is_admin, is_guest=is_guest
+        )
+        return token, created
 
     def remove_user(self, name: str) -> None:
         """``dps user remove``: the user's token, and their jobs' tokens, stop working."""
