@@ -4,6 +4,7 @@ once migrate one after the other."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,67 @@ def test_postgresql_urls_without_a_driver_use_psycopg() -> None:
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("sqlite:////tmp/dps.db") == "sqlite:////tmp/dps.db"
+
+
+def test_0002_moves_the_execute_request_from_the_history_to_the_job(empty_db_url: str) -> None:
+    """Before 0002 the OGC answer options were an event ``execute request: {…}`` that the
+    UI showed in the job's history; the upgrade makes them the job's ``request``."""
+    from datetime import UTC, datetime
+
+    _alembic(empty_db_url, "upgrade", "0001")
+    engine = sa.create_engine(empty_db_url, poolclass=sa.NullPool)
+    now = datetime.now(UTC)
+    try:
+        meta = sa.MetaData()
+        jobs = sa.Table("jobs", meta, autoload_with=engine)
+        events = sa.Table("job_events", meta, autoload_with=engine)
+        with engine.begin() as conn:
+            conn.execute(
+                jobs.insert(),
+                [
+                    {
+                        "id": job_id,
+                        "algorithm_id": 1,
+                        "algorithm": "echo",
+                        "version": "1.0.0",
+                        "owner": "anonymous",
+                        "queue": "q",
+                        "priority": 5,
+                        "tags": [],
+                        "tag": "",
+                        "inputs": {},
+                        "status": "successful",
+                        "attempts": 1,
+                        "cancel_requested": False,
+                        "created": now,
+                        "updated": now,
+                    }
+                    for job_id in ("j1", "j2")
+                ],
+            )
+            conn.execute(
+                events.insert(),
+                [
+                    {"job_id": "j1", "at": now, "status": "accepted", "message": "submitted"},
+                    {
+                        "job_id": "j1",
+                        "at": now,
+                        "status": "accepted",
+                        "message": 'execute request: {"response": "raw", "outputs": null}',
+                    },
+                    {"job_id": "j2", "at": now, "status": "accepted", "message": "submitted"},
+                ],
+            )
+    finally:
+        engine.dispose()
+    _alembic(empty_db_url, "upgrade", "head")
+    engine = sa.create_engine(empty_db_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            requests = dict(conn.execute(sa.text("SELECT id, request FROM jobs")).all())
+            messages = [m for (m,) in conn.execute(sa.text("SELECT message FROM job_events"))]
+    finally:
+        engine.dispose()
+    decoded = {k: json.loads(v) if isinstance(v, str) else v for k, v in requests.items()}
+    assert decoded == {"j1": {"response": "raw", "outputs": None}, "j2": None}
+    assert messages == ["submitted", "submitted"]
