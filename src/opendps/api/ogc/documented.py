@@ -307,7 +307,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, dict[str, Any], tuple[int, ...]]] =
     ("get", "/jobs/{job_id}"): (
         "getStatus",
         {"200": {"description": "the job's status", "content": json_content("StatusInfo")}},
-        (404,),
+        (400, 404),  # 400: a ``wait`` that is not a number of seconds 0..600
     ),
     ("delete", "/jobs/{job_id}"): (
         "dismiss",
