@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchQueue, NotFound
 from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
+from opendps.net.safety import UrlPolicy
 from opendps.registry.spec import AlgorithmSpec
-from opendps.service.inputs import check_local_inputs, normalise_inputs
+from opendps.service.inputs import normalise_inputs, parse_priority
 from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
@@ -30,9 +31,12 @@ class Submission:
     process_id: str
     inputs: Mapping[str, Any]
     queue: str | None = None
-    priority: int = 5
+    priority: int | str = 5  # as the dialect got it; the service checks it (parse_priority)
     tags: Sequence[str] = ()
     dedup: bool = False
+    # The values in their OGC encodings (links, qualified values), kept for built-in
+    # processes, which answer them verbatim; ``inputs`` holds the decoded values checked.
+    as_sent: Mapping[str, Any] | None = None
 
 
 def output_prefix(job: Job) -> str:
@@ -72,11 +76,11 @@ class JobService:
     def _prepare(self, submission: Submission, owner: str) -> dict[str, Any]:
         algorithm = self.services.algorithms.get(submission.process_id)
         spec = self.services.algorithms.spec_of(algorithm)
-        if not 0 <= int(submission.priority) <= 9:
-            raise InvalidInput(f"priority must be 0..9; got {submission.priority}")
-        inputs = normalise_inputs(spec, submission.inputs)
-        if not self.services.settings.local_inputs_allowed:
-            check_local_inputs(spec, inputs)
+        priority = parse_priority(submission.priority)
+        policy = UrlPolicy.from_settings(self.services.settings)
+        inputs = normalise_inputs(spec, submission.inputs, policy)
+        if submission.as_sent is not None:
+            inputs = {k: submission.as_sent.get(k, v) for k, v in inputs.items()}
         queue = self.resolve_queue(submission.queue, spec, owner)
         tags = [str(t) for t in submission.tags if str(t)]
         record: dict[str, Any] = {
@@ -86,7 +90,7 @@ class JobService:
             "version": algorithm.version,
             "owner": owner,
             "queue": queue,
-            "priority": int(submission.priority),
+            "priority": priority,
             "tags": tags,
             "inputs": inputs,
             "_algorithm": algorithm,

@@ -24,6 +24,7 @@ from opendps.api.maap.registration import (
     check_registration_queue,
     package_from_ogc_body,
 )
+from opendps.api.ogc.inputs import decode_value
 from opendps.errors import DuplicateProcess, NoSuchProcess
 from opendps.models import Algorithm
 from opendps.registry.spec import AlgorithmSpec
@@ -196,10 +197,6 @@ async def execute(process_id: str, request: Request) -> JSONResponse:
     tag = body.get("tag")
     tags = [t.strip() for t in str(tag).split(",") if t.strip()] if tag else []
     priority = body.get("priority", 5)
-    try:
-        priority = int(priority)
-    except (TypeError, ValueError):
-        raise MaapError(400, f"priority must be an integer 0..9; got {priority!r}") from None
     job = services.jobs.submit(
         Submission(
             process_id=algorithm.process_id,
@@ -233,15 +230,4 @@ def decode_inputs(inputs: Any) -> dict[str, Any]:
         inputs = mapping
     if not isinstance(inputs, dict):
         raise MaapError(400, "'inputs' must be an object mapping input names to values")
-    return {str(k): _unwrap(v) for k, v in inputs.items()}
-
-
-def _unwrap(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_unwrap(v) for v in value]
-    if isinstance(value, dict):
-        if isinstance(value.get("href"), str):
-            return value["href"]
-        if "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema"}:
-            return value["value"]
-    return value
+    return {str(k): decode_value(v, str(k)) for k, v in inputs.items()}
