@@ -199,7 +199,7 @@ def test_bad_submissions_are_refused_with_the_input_named(
         submit(dps, pid, {})
     with pytest.raises(InvalidInput, match=r"unknown input.*'colour'"):
         submit(dps, pid, {"count": 1, "colour": "red"})
-    with pytest.raises(InvalidInput, match="'count' must be a number"):
+    with pytest.raises(InvalidInput, match="input 'count': 'many' is not of type 'number'"):
         submit(dps, pid, {"count": "many"})
     with pytest.raises(NoSuchQueue, match="unknown queue 'nope'"):
         submit(dps, pid, {"count": 1}, queue="nope")

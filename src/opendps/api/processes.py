@@ -69,7 +69,9 @@ async def _register(
     body = await request.body()
     if not body.strip():
         raise InvalidInput("the request body is empty; send the algorithm registration")
-    package = await run_in_threadpool(parse_package, body, content_type, workflow=workflow)
+    package = await run_in_threadpool(
+        lambda: parse_package(body, content_type, workflow=workflow, settings=services.settings)
+    )
     if current is not None:
         if (package.spec.name, package.spec.version) != (current.name, current.version):
             raise InvalidInput(

@@ -83,7 +83,9 @@ def list_processes(request: Request) -> dict[str, Any]:
 async def deploy_process(request: Request) -> JSONResponse:
     services = services_of(request)
     user = current_user(request)
-    package = package_from_ogc_body(await request.body(), request.headers.get("content-type"))
+    package = package_from_ogc_body(
+        await request.body(), request.headers.get("content-type"), services.settings
+    )
     base = base_url(request)
     try:
         algorithm = register(services, package, user, replace=False)
@@ -119,7 +121,9 @@ async def replace_process(process_id: str, request: Request) -> JSONResponse:
     user = current_user(request)
     current = find_algorithm(services, process_id)
     check_owner(services, current, user)
-    package = package_from_ogc_body(await request.body(), request.headers.get("content-type"))
+    package = package_from_ogc_body(
+        await request.body(), request.headers.get("content-type"), services.settings
+    )
     if (package.spec.name, package.spec.version) != (current.name, current.version):
         raise MaapError(
             400,

@@ -87,7 +87,7 @@ def register_package(request: Request, text: str, replace: bool) -> Algorithm:
         raise InvalidInput("paste the algorithm's registration (MAAP algorithm YAML) first")
     if len(text) > MAX_PACKAGE:
         raise InvalidInput(f"the registration is longer than {MAX_PACKAGE} characters")
-    package = parse_package(text, "application/yaml")
+    package = parse_package(text, "application/yaml", settings=services.settings)
     if replace:
         try:
             current = services.algorithms.get(package.spec.process_id)
