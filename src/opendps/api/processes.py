@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.documents import process_description, process_summary
 from opendps.errors import Forbidden, ImmutableProcess, InvalidInput, UnsupportedMediaType
+from opendps.net.urls import redact
 from opendps.service.packages import (
     CWL_TYPES,
     JSON_TYPES,
@@ -135,8 +136,13 @@ def undeploy_process(process_id: str, request: Request) -> Response:
 def process_package(process_id: str, request: Request) -> Response:
     algorithm = services_of(request).algorithms.get(process_id)
     if algorithm.package is None:
-        return JSONResponse(algorithm.spec)
-    return Response(algorithm.package, media_type=algorithm.package_type or "application/yaml")
+        spec = dict(algorithm.spec)
+        spec["repository_url"] = redact(spec.get("repository_url"))
+        return JSONResponse(spec)
+    # Credentials in a repository_url (https://user:token@…) are never shown back.
+    return Response(
+        redact(algorithm.package), media_type=algorithm.package_type or "application/yaml"
+    )
 
 
 @router.get(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opendps.errors import Conflict, ImmutableProcess, InvalidSpec, NoSuchProcess, OpenDPSError
 from opendps.models import Algorithm, Build, BuildStatus, Page, Phase, Reason
+from opendps.net.urls import redact, scheme_of
 from opendps.registry.spec import AlgorithmSpec
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class AlgorithmService:
         replace: bool = False,
     ) -> Algorithm:
         """Save the algorithm and queue its build (built-ins are ready at once)."""
+        self.check_repository(spec)
         if spec.queue and self.services.settings.queue(spec.queue) is None:
             spec = spec.model_copy(update={"queue": None})  # MAAP names queues we may not have
         try:
@@ -62,6 +65,22 @@ class AlgorithmService:
         )
         self.services.work_available.set()
         return algorithm
+
+    def check_repository(self, spec: AlgorithmSpec) -> None:
+        """A local path or file:// repository is cloned by the server, which can read what
+        users cannot: with auth on, only where the operator allows it (§11)."""
+        url = spec.repository_url
+        if not url or self.services.settings.local_repositories_allowed:
+            return
+        scheme = scheme_of(url)
+        remote = scheme in ("http", "https", "ssh", "git") or (
+            not scheme and re.match(r"^[\w.-]+@[\w.-]+:", url) is not None  # git@host:org/r
+        )
+        if not remote:
+            raise InvalidSpec(
+                f"repository_url: {redact(url)!r} is a local repository; this server clones "
+                "only remote ones (https://, ssh://, git@host:…)"
+            )
 
     def get(self, process_id: str) -> Algorithm:
         name, version = split_process_id(process_id)
@@ -98,7 +117,9 @@ class AlgorithmService:
         if algorithm.build is None or not algorithm.build.log_path:
             return ""
         path = Path(algorithm.build.log_path)
-        return path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return ""
+        return redact(path.read_text(errors="replace")) or ""  # git may quote the URL
 
     def run_build(self, build: Build) -> Build:
         """Run one queued build to the end (called by the build worker thread)."""
@@ -122,8 +143,9 @@ class AlgorithmService:
                 exc.message,
                 extra={"action": "build_failed"},
             )
-            finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=exc.message)
-            self._fail_waiting_jobs(algorithm, exc.message)
+            message = redact(exc.message) or ""  # git's own errors may quote the URL
+            finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=message)
+            self._fail_waiting_jobs(algorithm, message)
             return finished
         except Exception as exc:  # never leave a build "building"
             log.exception("build of %s crashed", algorithm.process_id)

@@ -27,6 +27,7 @@ from opendps.api.maap.registration import (
 from opendps.api.ogc.inputs import decode_value
 from opendps.errors import DuplicateProcess, NoSuchProcess
 from opendps.models import Algorithm
+from opendps.net.urls import redact
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.context import Services
 from opendps.service.jobs import Submission
@@ -165,7 +166,7 @@ def process_package(process_id: str, request: Request) -> dict[str, Any]:
             "hreflang": "en",
             "title": "Process package",
         },
-        "package": algorithm.package,
+        "package": redact(algorithm.package),
     }
 
 
