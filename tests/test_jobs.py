@@ -338,7 +338,8 @@ def test_queue_slots_bound_concurrency(
 def test_local_file_inputs_are_refused_when_auth_is_on(
     tmp_path: Path, make_algorithm_repo: Callable[..., Path]
 ) -> None:
-    settings = fast_settings(tmp_path / "dps", auth=True)
+    # A single-machine site with auth: local repositories allowed, local inputs not.
+    settings = fast_settings(tmp_path / "dps", auth=True, allow_local_repositories=True)
     services = Services(settings)
     services.catalog.sync_queues(settings.queues)
     services.identity.create_user("alice")
