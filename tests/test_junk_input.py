@@ -28,7 +28,7 @@ from opendps.api.app import create_app
 from opendps.service.jobs import Submission
 from tests.support.dps import fast_settings
 
-EXAMPLES = 8  # per route: bounded, the whole suite takes about a minute
+EXAMPLES = 20  # per route: bounded, the whole suite takes about half a minute
 QUERY_NAMES = [
     "limit", "offset", "next", "status", "processID", "datetime", "minDuration",
     "maxDuration", "queue", "tag", "priority", "page", "pageSize", "getJobDetails", "fields",
