@@ -199,7 +199,7 @@ def test_bad_submissions_are_refused_with_the_input_named(
         submit(dps, pid, {})
     with pytest.raises(InvalidInput, match=r"unknown input.*'colour'"):
         submit(dps, pid, {"count": 1, "colour": "red"})
-    with pytest.raises(InvalidInput, match="'count' must be a number"):
+    with pytest.raises(InvalidInput, match="input 'count': 'many' is not of type 'number'"):
         submit(dps, pid, {"count": "many"})
     with pytest.raises(NoSuchQueue, match="unknown queue 'nope'"):
         submit(dps, pid, {"count": 1}, queue="nope")
@@ -338,7 +338,8 @@ def test_queue_slots_bound_concurrency(
 def test_local_file_inputs_are_refused_when_auth_is_on(
     tmp_path: Path, make_algorithm_repo: Callable[..., Path]
 ) -> None:
-    settings = fast_settings(tmp_path / "dps", auth=True)
+    # A single-machine site with auth: local repositories allowed, local inputs not.
+    settings = fast_settings(tmp_path / "dps", auth=True, allow_local_repositories=True)
     services = Services(settings)
     services.catalog.sync_queues(settings.queues)
     services.identity.create_user("alice")

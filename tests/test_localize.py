@@ -51,7 +51,7 @@ def test_values_as_list_json_array_and_comma_separated() -> None:
 
 
 def test_bad_values_fail_before_any_download() -> None:
-    with pytest.raises(LocalizeError, match=r"'granule'.*not a URL"):
+    with pytest.raises(LocalizeError, match=r"'granule' is a file input: give a URL"):
         parse_urls("relative/path.tif", "granule")
     with pytest.raises(LocalizeError, match="unsupported URL scheme"):
         parse_urls("nosuchscheme://x/y")

@@ -28,7 +28,13 @@ SECRET = "correct horse battery staple"
 def test_job_reads_its_owners_secret(
     start_live_server: Callable[..., Any], make_algorithm_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
-    server = start_live_server(env={"DPS_AUTH": "true"})
+    server = start_live_server(
+        env={
+            "DPS_AUTH": "true",
+            "DPS_ALLOW_PRIVATE_URLS": "true",
+            "DPS_ALLOW_LOCAL_REPOSITORIES": "true",
+        }
+    )
     users = maap_users(server.data_dir, "alice", "bob")
     alice, bob = maap5(server.url, users["alice"]), maap5(server.url, users["bob"])
     assert alice.secrets.add_secret("EARTHDATA", SECRET) == {"secret_name": "EARTHDATA"}

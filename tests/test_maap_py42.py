@@ -145,7 +145,13 @@ def test_maap42_notebook_flow(
 def test_maap42_secrets_and_identity(
     start_live_server: Callable[..., Any], maap42_python: Path
 ) -> None:
-    server = start_live_server(env={"DPS_AUTH": "true"})
+    server = start_live_server(
+        env={
+            "DPS_AUTH": "true",
+            "DPS_ALLOW_PRIVATE_URLS": "true",
+            "DPS_ALLOW_LOCAL_REPOSITORIES": "true",
+        }
+    )
     users = maap_users(server.data_dir, "alice")
     answer = run_maap42(
         maap42_python,

@@ -177,7 +177,14 @@ def test_guest_queue_and_other_users_with_auth(
         "  - {name: dps-sandbox, slots: 1, guest: true}\n"
         "  - {name: dps-worker-8gb, slots: 2, default: true}\n"
     )
-    server = start_live_server(env={"DPS_AUTH": "true"}, config=config)
+    server = start_live_server(
+        env={
+            "DPS_AUTH": "true",
+            "DPS_ALLOW_PRIVATE_URLS": "true",
+            "DPS_ALLOW_LOCAL_REPOSITORIES": "true",
+        },
+        config=config,
+    )
     users = maap_users(server.data_dir, "alice", guest=("guest",))
     alice, guest = maap5(server.url, users["alice"]), maap5(server.url, users["guest"])
     repo = checksum_repo(make_algorithm_repo)

@@ -1,5 +1,5 @@
-"""The OGC pieces without a server: execution-mode negotiation, input checking and
-decoding, results rendering, the OpenAPI 3.0 rewrite."""
+"""The OGC pieces without a server: execution-mode negotiation, media types, results
+rendering, the OpenAPI 3.0 rewrite (input checking: tests/test_input_model.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ from typing import Any
 import pytest
 
 from opendps.api.ogc.execute import negotiate
-from opendps.api.ogc.inputs import (
-    check_inputs,
-    media_types_agree,
-    requested_outputs,
-    schema_error,
-)
+from opendps.api.ogc.inputs import media_types_agree, requested_outputs
 from opendps.api.ogc.openapi import schema_30
 from opendps.api.ogc.results import link_header, media_type_of, raw_content
-from opendps.builtins import ECHO_INPUTS
 from opendps.errors import InvalidInput
 
 BOTH = ["sync-execute", "async-execute", "dismiss"]
@@ -55,85 +49,6 @@ def test_negotiation_follows_the_ogc_table(
 def test_wait_is_capped_by_the_server_limit() -> None:
     assert negotiate(BOTH, {"wait": "9999"}, max_wait=60).wait == 60
     assert negotiate(BOTH, {"wait": "soon"}, max_wait=60).wait == 60  # not a number: ignored
-
-
-def test_schema_checker() -> None:
-    assert schema_error({"type": "integer"}, 3, "x") is None
-    assert schema_error({"type": "integer"}, 3.0, "x") is None
-    assert "expected integer" in schema_error({"type": "integer"}, 3.5, "x")
-    assert "expected integer" in schema_error({"type": "integer"}, True, "x")
-    assert schema_error({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, 1, "x")
-    assert schema_error({"type": "number", "maximum": 1, "exclusiveMaximum": True}, 1, "x")
-    assert schema_error({"enum": ["a", "b"]}, "c", "x")
-    assert schema_error({"type": "string", "pattern": "^a+$"}, "ab", "x")
-    assert schema_error({"oneOf": [{"type": "integer"}, {"type": "number"}]}, 2, "x") is None
-    assert schema_error({"type": "object", "required": ["bbox"]}, {}, "x")
-    assert schema_error({"type": "object", "additionalProperties": False}, {"a": 1}, "x")
-    assert schema_error(
-        {"type": "array", "items": {"type": "string"}, "maxItems": 1}, ["a", "b"], "x"
-    )
-    assert schema_error({"type": "string", "nullable": True}, None, "x") is None
-    assert schema_error({"not": {"type": "string"}}, "a", "x")
-
-
-def test_every_value_encoding_is_accepted_and_decoded() -> None:
-    described = {
-        "text": {"schema": {"type": "string", "contentMediaType": "text/plain"}},
-        "count": {"schema": {"type": "integer"}, "minOccurs": 0},
-        "files": {
-            "schema": {"type": "string", "format": "uri"},
-            "maxOccurs": "unbounded",
-            "minOccurs": 0,
-        },
-        "box": {"schema": ECHO_INPUTS["bboxInput"]["schema"], "minOccurs": 0},
-        "blob": {"schema": ECHO_INPUTS["binaryInput"]["schema"], "minOccurs": 0},
-    }
-    blob = {
-        "value": base64.b64encode(b"\x00tiff").decode(),
-        "format": {"mediaType": "image/tiff", "encoding": "base64"},
-    }
-    given = {
-        "text": {"value": "hello", "mediaType": "text/plain; charset=utf-8"},
-        "count": "7",  # an integer as text: coerced
-        "files": [{"href": "https://x/a.tif"}, "https://x/b.tif"],
-        "box": {"bbox": [1, 2, 3, 4], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"},
-        "blob": blob,
-    }
-    plain = check_inputs(described, given, plain=True)
-    assert plain == {
-        "text": "hello",
-        "count": 7,
-        "files": ["https://x/a.tif", "https://x/b.tif"],
-        "box": given["box"],
-        "blob": blob["value"],
-    }
-    as_sent = check_inputs(described, given, plain=False)
-    assert as_sent["text"] == given["text"] and as_sent["blob"] == blob
-    assert as_sent["count"] == 7  # numbers are never left wrapped
-    single = check_inputs(described, {"text": "x", "files": "https://x/c.tif"}, plain=True)
-    assert single["files"] == "https://x/c.tif"  # one value where many are allowed
-
-
-@pytest.mark.parametrize(
-    ("given", "message"),
-    [
-        ({}, "missing required input 'text'"),
-        ({"text": "x", "other": 1}, "unknown input(s) 'other'"),
-        ({"text": {"value": "x", "mediaType": "image/png"}}, "media type 'image/png'"),
-        ({"text": {"href": "https://x", "type": "application/pdf"}}, "media type"),
-        ({"text": {"type": "wrong/type"}}, "expected string"),
-        ({"text": "x", "count": "seven"}, "expected integer"),
-        ({"text": "x", "count": {"href": "https://x"}}, "by reference"),
-        ({"text": ["a", "b"]}, "expected string"),
-    ],
-)
-def test_invalid_inputs_are_refused_naming_the_input(given: dict[str, Any], message: str) -> None:
-    described = {
-        "text": {"schema": {"type": "string", "contentMediaType": "text/plain"}},
-        "count": {"schema": {"type": "integer"}, "minOccurs": 0},
-    }
-    with pytest.raises(InvalidInput, match=r".*" + message.replace("(", r"\(").replace(")", r"\)")):
-        check_inputs(described, given, plain=True)
 
 
 def test_media_types() -> None:

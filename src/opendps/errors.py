@@ -131,3 +131,9 @@ class LocalizeError(OpenDPSError):
 
 class StageError(OpenDPSError):
     """Outputs could not be uploaded to storage."""
+
+
+class PayloadTooLarge(OpenDPSError):
+    """The request body is too large."""
+
+    status = 413

@@ -114,10 +114,32 @@ class Settings(BaseSettings):
     # Whether file inputs may be local files (file:// URLs or paths). They can read anything
     # the server can, so by default they are allowed only while auth is off (one user).
     allow_local_inputs: bool | None = None
+    # With auth on, s3:// inputs are read (with the server's S3 credentials) only from these
+    # buckets; "*" allows any. Empty: no s3:// inputs while auth is on.
+    allowed_s3_buckets: list[str] = Field(default_factory=list)
+    # Whether input downloads, callbacks and registration hrefs may reach loopback, private
+    # and link-local addresses (directly or through a redirect). Default: only while auth
+    # is off (one person on their own machine).
+    allow_private_urls: bool | None = None
+    # Whether a repository_url may be a local path or file:// URL (the server clones it).
+    # Default: only while auth is off.
+    allow_local_repositories: bool | None = None
+    # Request bodies larger than this answer 413; POST /batches has its own, larger limit.
+    max_request_bytes: int = 64 * 1024**2
+    max_batch_request_bytes: int = 512 * 1024**2
+    # Registrations (YAML, JSON, CWL, fetched executionUnit hrefs) larger than this are refused.
+    max_registration_bytes: int = 5 * 1024**2
     # Keep the work dirs of successful jobs (failed jobs' are always kept, for debugging).
     keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
     poll_interval: float = 0.5
+
+    @field_validator(
+        "max_request_bytes", "max_batch_request_bytes", "max_registration_bytes", mode="before"
+    )
+    @classmethod
+    def _byte_limit(cls, value: Any) -> int | None:
+        return parse_size(value)
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
@@ -135,6 +157,16 @@ class Settings(BaseSettings):
     @property
     def local_inputs_allowed(self) -> bool:
         return (not self.auth) if self.allow_local_inputs is None else self.allow_local_inputs
+
+    @property
+    def private_urls_allowed(self) -> bool:
+        return (not self.auth) if self.allow_private_urls is None else self.allow_private_urls
+
+    @property
+    def local_repositories_allowed(self) -> bool:
+        if self.allow_local_repositories is None:
+            return not self.auth
+        return self.allow_local_repositories
 
     @property
     def default_queue(self) -> str:

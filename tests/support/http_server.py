@@ -9,6 +9,7 @@ Use the ``http_files`` fixture::
         http_files.slow("z", 5.0)                  # every request waits 5 s before answering
         http_files.throttle("z", 1 << 20)          # bodies of "z" trickle at 1 MiB/s
         http_files.truncate("big", after=1 << 20)  # next response breaks off after 1 MiB
+        http_files.redirect("r", "http://…/x")    # answers 302 with that Location
         url = http_files.url("x.tif")
         ...
         assert http_files.requests("x.tif") == 2
@@ -60,14 +61,14 @@ class _Plan:
 class HttpFiles:
     """The server's state; tests script it through the public methods."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._behaviour: dict[str, _Behaviour] = defaultdict(_Behaviour)
         self._requests: dict[str, list[dict[str, str]]] = defaultdict(list)
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((host, 0), _Handler)
         self._server.files = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -100,6 +101,11 @@ class HttpFiles:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         with self._lock:
             self._behaviour[name].statuses.extend((s, headers) for s in statuses)
+
+    def redirect(self, name: str, location: str, status: int = 302) -> None:
+        """Every request for ``name`` answers ``status`` with ``Location: location``."""
+        with self._lock:
+            self._behaviour[name].statuses.extend([(status, {"Location": location})] * 100)
 
     def slow(self, name: str, seconds: float) -> None:
         """Every request for ``name`` waits ``seconds`` before the answer starts."""

@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 
 from opendps import __version__
 from opendps.api import batches, jobs, meta, processes
+from opendps.api.bodies import BodyLimit
 from opendps.api.deps import signed_in
 from opendps.api.problems import install_error_handlers
 from opendps.service.context import Services
@@ -57,6 +58,11 @@ def create_app(
     app.state.conformance = list(meta.CONFORMANCE)
     app.state.workers_for = lambda queue: 1 if executor_wanted else 0
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_request_bytes,
+        batch_limit=settings.max_batch_request_bytes,
+    )
     for router in (meta.router, processes.router, jobs.router, batches.router):
         app.include_router(router)
     _install_dialects(app)

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from opendps.api.bodies import read_json
 from opendps.api.deps import base_url, current_user, page_links, services_of
-from opendps.api.execution import decode_value
+from opendps.api.ogc.inputs import decode_value
 from opendps.errors import InvalidInput
 from opendps.models import Batch
 from opendps.service.jobs import Submission
@@ -36,10 +37,7 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
     """Body: ``{"process": "name[:version]", "jobs": [{"inputs": {…}, "tag": …}, …],
     "queue": …, "priority": …, "tags": […]}``. All jobs are validated before any is created."""
     services = services_of(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise InvalidInput(f"the batch request is not valid JSON: {exc}") from exc
+    body = await read_json(request, "batch request")
     if not isinstance(body, dict) or not body.get("process"):
         raise InvalidInput("a batch needs 'process' (name or name:version) and 'jobs'")
     entries = body.get("jobs")
@@ -48,6 +46,8 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
     if len(entries) > MAX_BATCH:
         raise InvalidInput(f"a batch holds at most {MAX_BATCH} jobs; split it")
     common_tags = body.get("tags") or []
+    if not isinstance(common_tags, list):
+        common_tags = [common_tags]
     submissions = []
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -55,14 +55,16 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
         inputs = entry.get(
             "inputs", {k: v for k, v in entry.items() if k not in ("tag", "queue", "priority")}
         )
+        if not isinstance(inputs, dict):
+            raise InvalidInput(f"jobs[{n}].inputs must be an object mapping names to values")
         tag = entry.get("tag")
         submissions.append(
             Submission(
                 process_id=str(body["process"]),
                 inputs={k: decode_value(v) for k, v in inputs.items()},
                 queue=entry.get("queue") or body.get("queue"),
-                priority=int(entry.get("priority", body.get("priority", 5))),
-                tags=[*([tag] if tag else []), *common_tags],
+                priority=entry.get("priority", body.get("priority", 5)),
+                tags=[str(t) for t in [*([tag] if tag else []), *common_tags]],
             )
         )
     jobs = services.jobs.submit_many(submissions, owner=user, batch=True)

@@ -5,30 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from opendps.models import Algorithm, Job, JobStatus
-from opendps.registry.spec import AlgorithmSpec, InputSpec
+from opendps.net.urls import redact
+from opendps.registry.spec import AlgorithmSpec
+from opendps.service.inputs import described_inputs
 
 
 def iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def input_schema(item: InputSpec) -> dict[str, Any]:
-    """JSON Schema of one declared input."""
-    if item.kind == "file":  # a URL or a link; several with maxOccurs "unbounded"
-        schema: dict[str, Any] = {"type": "string", "format": "uri"}
-    elif item.is_integer:
-        schema = {"type": "integer"}
-    elif item.is_number:
-        schema = {"type": "number"}
-    elif (item.data_type or "").lower() in {"bool", "boolean"}:
-        schema = {"type": "boolean"}
-    elif item.kind == "config":
-        schema = {}
-    else:
-        schema = {"type": "string"}
-    if item.default is not None:
-        schema["default"] = item.default
-    return schema
 
 
 def build_info(algorithm: Algorithm, base: str) -> dict[str, Any] | None:
@@ -87,18 +70,7 @@ def process_summary(algorithm: Algorithm, base: str) -> dict[str, Any]:
 def process_description(algorithm: Algorithm, base: str) -> dict[str, Any]:
     spec = AlgorithmSpec.model_validate(algorithm.spec)
     ogc = spec.ogc or {}
-    inputs = ogc.get("inputs")
-    if inputs is None:
-        inputs = {}
-        for item in spec.inputs:
-            inputs[item.name] = {
-                "title": item.name,
-                "description": item.description,
-                "schema": input_schema(item),
-                "minOccurs": 1 if item.mandatory else 0,
-                "maxOccurs": "unbounded" if item.kind == "file" else 1,
-                "x-dps-kind": item.kind,
-            }
+    inputs = described_inputs(spec)
     outputs = ogc.get("outputs") or {
         "output": {
             "title": "staged outputs",
@@ -110,7 +82,7 @@ def process_description(algorithm: Algorithm, base: str) -> dict[str, Any]:
         **process_summary(algorithm, base),
         "inputs": inputs,
         "outputs": outputs,
-        "repository_url": spec.repository_url,
+        "repository_url": redact(spec.repository_url),
         "run_command": spec.run_command,
         "queue": spec.queue,
     }

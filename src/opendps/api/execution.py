@@ -1,19 +1,20 @@
-"""Execute request bodies: OGC value encodings -> plain input values."""
+"""Execute request bodies: the members of an OGC execute request (its inputs are decoded
+by api/ogc/inputs.py and checked by the service)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 
+from opendps.api.bodies import read_json
 from opendps.errors import InvalidInput
+from opendps.service.inputs import parse_priority
 
 
 @dataclass(frozen=True)
 class ExecuteBody:
-    inputs: dict[str, Any]  # plain values (qualified values and links unwrapped)
     outputs: dict[str, Any] = field(default_factory=dict)
     response: str | None = None  # "raw" | "document"; None when the request left it out
     queue: str | None = None
@@ -22,25 +23,6 @@ class ExecuteBody:
     dedup: bool = False
     subscriber: dict[str, Any] = field(default_factory=dict)
     raw_inputs: dict[str, Any] = field(default_factory=dict)  # as sent (OGC encodings)
-
-
-def decode_value(value: Any) -> Any:
-    """OGC qualified values: ``{"href": …}`` -> the URL, ``{"value": …}`` -> the value;
-    arrays element-wise; anything else as it is."""
-    if isinstance(value, list):
-        return [decode_value(v) for v in value]
-    if isinstance(value, dict):
-        if "href" in value and isinstance(value["href"], str):
-            return value["href"]
-        if "value" in value and set(value) <= {
-            "value",
-            "mediaType",
-            "encoding",
-            "schema",
-            "format",
-        }:
-            return value["value"]
-    return value
 
 
 def _tags(body: dict[str, Any]) -> list[str]:
@@ -61,10 +43,7 @@ def parse_execute(body: Any) -> ExecuteBody:
         inputs = {i.get("id"): i.get("value", i.get("href")) for i in inputs if isinstance(i, dict)}
     if not isinstance(inputs, dict):
         raise InvalidInput("'inputs' must be an object mapping input ids to values")
-    try:
-        priority = int(body.get("priority", 5))
-    except (TypeError, ValueError):
-        raise InvalidInput(f"priority must be an integer 0..9; got {body.get('priority')!r}")
+    priority = parse_priority(body.get("priority", 5))
     dedup = body.get("dedup", False)
     if isinstance(dedup, str):
         dedup = dedup.strip().lower() in {"true", "1", "yes"}
@@ -85,7 +64,6 @@ def parse_execute(body: Any) -> ExecuteBody:
     if queue is not None and not isinstance(queue, str):
         raise InvalidInput(f"queue must be a queue name; got {queue!r}")
     return ExecuteBody(
-        inputs={k: decode_value(v) for k, v in inputs.items()},
         outputs=outputs,
         response=response,
         queue=queue,
@@ -98,11 +76,5 @@ def parse_execute(body: Any) -> ExecuteBody:
 
 
 async def decode_execute_body(request: Request) -> ExecuteBody:
-    raw = await request.body()
-    if not raw.strip():
-        return parse_execute({})
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"the execute request is not valid JSON: {exc}") from exc
+    body = await read_json(request, "execute request", empty={})
     return parse_execute(body)

@@ -143,12 +143,28 @@ def download_output(
             while block := handle.read(1 << 20):
                 yield block
 
-    filename = path.rsplit("/", 1)[-1]
     return StreamingResponse(
         chunks(),
         media_type=_guess(path),
-        headers={"Content-Disposition": f'inline; filename="{filename}"'},
+        headers=output_headers(path, "inline"),
     )
+
+
+def output_headers(path: str, disposition: str) -> dict[str, str]:
+    """Headers for a job's output file: the bytes are the job's, so the browser must not
+    sniff them into something else nor run them with this site's rights (an
+    ``output/page.html`` ran script with an admin's UI cookie)."""
+    filename = path.rsplit("/", 1)[-1]
+    ascii_name = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return {
+        "Content-Disposition": (
+            f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+    }
 
 
 @router.get("/jobs/{job_id}/logs", summary="stdout and stderr (follow=true streams them, SSE)")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from opendps.api.deps import base_url, current_user, page_links, services_of
 from opendps.api.documents import process_description, process_summary
 from opendps.errors import InvalidInput, UnsupportedMediaType
+from opendps.net.urls import redact
 from opendps.service.packages import (
     CWL_TYPES,
     JSON_TYPES,
@@ -73,7 +74,9 @@ async def _register(
     body = await request.body()
     if not body.strip():
         raise InvalidInput("the request body is empty; send the algorithm registration")
-    package = await run_in_threadpool(parse_package, body, content_type, workflow=workflow)
+    package = await run_in_threadpool(
+        lambda: parse_package(body, content_type, workflow=workflow, settings=services.settings)
+    )
     if current is not None:
         return await run_in_threadpool(
             lambda: services.algorithms.replace(
@@ -136,8 +139,13 @@ def undeploy_process(
 def process_package(process_id: str, request: Request) -> Response:
     algorithm = services_of(request).algorithms.get(process_id)
     if algorithm.package is None:
-        return JSONResponse(algorithm.spec)
-    return Response(algorithm.package, media_type=algorithm.package_type or "application/yaml")
+        spec = dict(algorithm.spec)
+        spec["repository_url"] = redact(spec.get("repository_url"))
+        return JSONResponse(spec)
+    # Credentials in a repository_url (https://user:token@…) are never shown back.
+    return Response(
+        redact(algorithm.package), media_type=algorithm.package_type or "application/yaml"
+    )
 
 
 @router.get(

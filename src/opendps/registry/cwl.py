@@ -28,6 +28,7 @@ import json
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 
 from opendps.errors import InvalidSpec, UnsupportedMediaType
 from opendps.registry.spec import AlgorithmSpec, InputSpec
+from opendps.yamltext import load_yaml
 
 PART2_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-2/1.0/"
 PROCESS_CLASSES = ("Workflow", "CommandLineTool", "ExpressionTool")
@@ -65,7 +67,6 @@ DATA_TYPES = {
     "double": "number",
     "string": "string",
 }
-FETCH_TIMEOUT = 30.0  # seconds to fetch an executionUnit given by href
 _VALIDATE_LOCK = threading.Lock()  # cwltool's loaders keep module-level state
 
 
@@ -78,13 +79,21 @@ class WorkflowNotFound(InvalidSpec):
 # -- entry point ------------------------------------------------------------------------------
 
 
-def spec_from_cwl(text: str, media: str, *, workflow: str | None = None) -> AlgorithmSpec:
-    """Parse, validate and describe a CWL application package of the given media type."""
+def spec_from_cwl(
+    text: str,
+    media: str,
+    *,
+    workflow: str | None = None,
+    fetch: Callable[[str], str] | None = None,
+) -> AlgorithmSpec:
+    """Parse, validate and describe a CWL application package of the given media type.
+    ``fetch`` gets the text of an ``executionUnit.href`` (the caller's URL policy);
+    without it, hrefs are refused."""
     data = _load(text)
     overrides: dict[str, Any] = {}
     source: str | None = text  # validated as posted, so that errors give its line numbers
     if media == "application/ogcapppkg+json" or "executionUnit" in data:
-        data, overrides = unwrap_app_package(data)
+        data, overrides = unwrap_app_package(data, fetch)
         source = None
     document = json.loads(json.dumps(data, default=str))  # YAML dates etc. -> plain JSON
     entry = select_entry(document, workflow)
@@ -93,10 +102,7 @@ def spec_from_cwl(text: str, media: str, *, workflow: str | None = None) -> Algo
 
 
 def _load(text: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidSpec(f"the CWL document is not valid YAML or JSON: {exc}") from exc
+    data = load_yaml(text, "CWL document")
     if not isinstance(data, dict):
         raise InvalidSpec("the CWL document must be a mapping (a CWL process or a $graph)")
     return data
@@ -105,7 +111,9 @@ def _load(text: str) -> dict[str, Any]:
 # -- OGC Application Package ------------------------------------------------------------------
 
 
-def unwrap_app_package(package: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def unwrap_app_package(
+    package: dict[str, Any], fetch: Callable[[str], str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``{"executionUnit": ..., "processDescription": ...}`` -> (CWL document, overrides)."""
     unit = package.get("executionUnit")
     if isinstance(unit, list):  # several units (Weaver's form): the first CWL one
@@ -119,7 +127,9 @@ def unwrap_app_package(package: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     if "cwlVersion" in unit or "$graph" in unit:
         document: Any = unit
     elif isinstance(unit.get("href"), str):
-        document = _load(fetch_text(unit["href"]))
+        if fetch is None:
+            raise InvalidSpec("executionUnit.href: give the CWL inline; hrefs are not fetched here")
+        document = _load(fetch(unit["href"]))
     elif "value" in unit:
         value = unit["value"]
         document = _load(value) if isinstance(value, str) else value
@@ -136,27 +146,6 @@ def unwrap_app_package(package: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     if isinstance(described, dict) and isinstance(described.get("process"), dict):
         described = described["process"]
     return document, described if isinstance(described, dict) else {}
-
-
-def fetch_text(href: str) -> str:
-    """The body at ``href`` (http, https or file)."""
-    if href.startswith("file://") or href.startswith("/"):
-        path = Path(href.removeprefix("file://"))
-        try:
-            return path.read_text()
-        except OSError as exc:
-            raise InvalidSpec(f"executionUnit.href: cannot read {href}: {exc}") from exc
-    if not href.startswith(("http://", "https://")):
-        raise InvalidSpec(f"executionUnit.href: {href!r} is not an http(s) or file URL")
-    import httpx
-
-    try:
-        response = httpx.get(href, timeout=FETCH_TIMEOUT, follow_redirects=True)
-    except httpx.HTTPError as exc:
-        raise InvalidSpec(f"executionUnit.href: cannot fetch {href}: {exc}") from exc
-    if response.status_code != 200:
-        raise InvalidSpec(f"executionUnit.href: {href} answered {response.status_code}")
-    return response.text
 
 
 # -- choosing the entry point -----------------------------------------------------------------

@@ -11,10 +11,10 @@ import posixpath
 import re
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from opendps.errors import InvalidSpec
+from opendps.yamltext import load_yaml
 
 InputKind = Literal["file", "positional", "config"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -132,10 +132,7 @@ def repo_dir_name(url: str) -> str:
 
 
 def _parse_text(text: str | bytes) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidSpec(f"the registration is not valid YAML or JSON: {exc}") from exc
+    data = load_yaml(text, "registration")
     if not isinstance(data, dict):
         raise InvalidSpec("the registration must be a mapping of fields (YAML or JSON object)")
     return data

@@ -23,7 +23,6 @@ import email.utils
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import random
 import re
@@ -39,7 +38,9 @@ from urllib.parse import unquote, urlsplit
 import fsspec
 import httpx
 
-from opendps.errors import LocalizeError
+from opendps.errors import InvalidInput, LocalizeError
+from opendps.net import urls as url_parser
+from opendps.net.safety import UnsafeUrl, UrlPolicy
 
 CHUNK_SIZE = 1024 * 1024  # bytes per read/write: memory use is bounded by this, not the file
 BACKOFF_BASE = 1.0  # seconds before the second try; doubles per try (with jitter)
@@ -97,6 +98,7 @@ def localize_inputs(
     deadline: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    policy: UrlPolicy | None = None,
 ) -> LocalizeReport:
     """Download every file input into ``input_dir``.
 
@@ -118,17 +120,28 @@ def localize_inputs(
     should_cancel
         Polled while downloading; when it returns true, :class:`LocalizeCancelled`
         (a :class:`LocalizeError` with message ``"cancelled"``) is raised.
+    policy
+        Which URLs may be fetched (schemes, s3 buckets, private addresses); checked for
+        every URL before anything is fetched, and for every HTTP request, redirects
+        included. Default: everything.
 
     Raises
     ------
     LocalizeError
         Naming the URL and the reason (``"download of URL failed: HTTP 404 Not Found"``).
     """
+    policy = policy or UrlPolicy()
     plan = plan_downloads(file_inputs)
+    for input_name, url, _ in plan:  # the same rules as at submit, before any download
+        try:
+            policy.check_input(url, input_name)
+        except InvalidInput as exc:
+            raise LocalizeError(exc.message) from None
     input_dir.mkdir(parents=True, exist_ok=True)
     fetched: dict[str, Path] = {}
     downloads = []
-    with _Session(max(1, tries), timeout, deadline, storage_options, should_cancel) as session:
+    session = _Session(max(1, tries), timeout, deadline, storage_options, should_cancel, policy)
+    with session:
         for input_name, url, filename in plan:
             session.check(url)
             target = input_dir / filename
@@ -164,28 +177,12 @@ def plan_downloads(file_inputs: Mapping[str, Any]) -> list[tuple[str, str, str]]
 
 
 def parse_urls(value: Any, input_name: str = "input") -> list[str]:
-    """A file input's value as a list of URLs (list, JSON array, or comma-separated)."""
-    if value is None:
-        return []
-    if isinstance(value, Mapping) and "href" in value:  # an OGC qualified value {"href": …}
-        return parse_urls(value["href"], input_name)
-    if isinstance(value, list | tuple):
-        return [url for item in value for url in parse_urls(item, input_name)]
-    text = str(value).strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LocalizeError(f"input {input_name!r}: not a valid JSON array of URLs ({exc})")
-        return parse_urls(items if isinstance(items, list) else [items], input_name)
-    parts = [part.strip() for part in text.split(",")]
-    # Split on commas only when every piece is a URL: a comma may be part of one URL.
-    if len(parts) > 1 and all(_is_url_or_path(p) for p in parts if p):
-        urls = [p for p in parts if p]
-    else:
-        urls = [text]
+    """A file input's value as a list of URLs: the one parser submit uses too
+    (``opendps.net.urls``), each URL checked to be something this module can fetch."""
+    try:
+        urls = url_parser.parse_urls(value, input_name)
+    except InvalidInput as exc:
+        raise LocalizeError(exc.message) from None
     for url in urls:
         _source_kind(url, input_name)  # reject bad values before anything is downloaded
     return urls
@@ -220,10 +217,6 @@ def _split_extension(name: str) -> tuple[str, str]:
     if stem.endswith(".tar"):
         return stem[:-4], ".tar." + ext
     return stem, "." + ext
-
-
-def _is_url_or_path(text: str) -> bool:
-    return text.startswith("/") or bool(_URL.match(text))
 
 
 def _source_kind(url: str, input_name: str = "input") -> str:
@@ -378,6 +371,8 @@ def _http_try(session: _Session, url: str, part: Path, state: dict[str, str]) ->
                 raise _Retry(f"connection closed after {size} bytes")
     except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
         raise LocalizeError(f"download of {url} failed: {exc}")
+    except UnsafeUrl as exc:  # the URL, or a redirect, leads to a refused address
+        raise LocalizeError(f"download of {url} refused: {exc.message}") from None
     except httpx.TransportError as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
@@ -470,7 +465,9 @@ class _Session:
         deadline: float | None,
         storage_options: Mapping[str, Any] | None,
         should_cancel: Callable[[], bool] | None,
+        policy: UrlPolicy,
     ) -> None:
+        self.policy = policy
         self.tries = tries
         self.timeout = timeout
         self.deadline = deadline
@@ -489,7 +486,9 @@ class _Session:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:  # created on first use: s3-only jobs never need one
-            self._client = httpx.Client(follow_redirects=True, timeout=self.timeout)
+            self._client = self.policy.client(
+                "input download", follow_redirects=True, timeout=self.timeout
+            )
         return self._client
 
     def check(self, url: str, force: bool = False) -> None:

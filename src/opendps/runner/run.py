@@ -144,6 +144,7 @@ def _check_cancel(watch: CancelWatch, phase: Phase) -> None:
 
 def _localize(services: Services, state: RunState, spec: AlgorithmSpec, watch: CancelWatch) -> None:
     from opendps.errors import LocalizeError
+    from opendps.net.safety import UrlPolicy
     from opendps.runner.localize import localize_inputs
     from opendps.storage import storage_options
 
@@ -164,6 +165,7 @@ def _localize(services: Services, state: RunState, spec: AlgorithmSpec, watch: C
             deadline=time.monotonic() + settings.localize_time_limit,
             storage_options=storage_options(settings),
             should_cancel=watch,
+            policy=UrlPolicy.from_settings(settings),
         )
     except LocalizeError as exc:
         _check_cancel(watch, Phase.LOCALIZE)

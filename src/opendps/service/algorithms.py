@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from opendps.errors import (
     OpenDPSError,
 )
 from opendps.models import Algorithm, Build, BuildStatus, Page, Phase, Reason
+from opendps.net.urls import redact, scheme_of
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.policy import Policy
 from opendps.service.queries import ProcessQuery, check_limit
@@ -64,6 +66,7 @@ class AlgorithmService:
         refused (403) unless they own it or are an admin, whatever ``replace`` says; the
         existing algorithm, its owner and its build are then left as they were.
         """
+        self.check_repository(spec)
         if spec.queue and self.settings.queue(spec.queue) is None:
             spec = spec.model_copy(update={"queue": None})  # MAAP names queues we may not have
         try:
@@ -114,6 +117,22 @@ class AlgorithmService:
             spec, owner=user, package=package, package_type=package_type, replace=True
         )
 
+    def check_repository(self, spec: AlgorithmSpec) -> None:
+        """A local path or file:// repository is cloned by the server, which can read what
+        users cannot: with auth on, only where the operator allows it (§11)."""
+        url = spec.repository_url
+        if not url or self.settings.local_repositories_allowed:
+            return
+        scheme = scheme_of(url)
+        remote = scheme in ("http", "https", "ssh", "git") or (
+            not scheme and re.match(r"^[\w.-]+@[\w.-]+:", url) is not None  # git@host:org/r
+        )
+        if not remote:
+            raise InvalidSpec(
+                f"repository_url: {redact(url)!r} is a local repository; this server clones "
+                "only remote ones (https://, ssh://, git@host:…)"
+            )
+
     def get(self, process_id: str) -> Algorithm:
         name, version = split_process_id(process_id)
         return self.catalog.get_algorithm(name, version)
@@ -162,7 +181,9 @@ class AlgorithmService:
         if algorithm.build is None or not algorithm.build.log_path:
             return ""
         path = Path(algorithm.build.log_path)
-        return path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return ""
+        return redact(path.read_text(errors="replace")) or ""  # git may quote the URL
 
     def run_build(self, build: Build) -> Build:
         """Run one queued build to the end (called by the build worker thread)."""
@@ -186,8 +207,9 @@ class AlgorithmService:
                 exc.message,
                 extra={"action": "build_failed"},
             )
-            finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=exc.message)
-            self._fail_waiting_jobs(algorithm, exc.message)
+            message = redact(exc.message) or ""  # git's own errors may quote the URL
+            finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=message)
+            self._fail_waiting_jobs(algorithm, message)
             return finished
         except Exception as exc:  # never leave a build "building"
             log.exception("build of %s crashed", algorithm.process_id)

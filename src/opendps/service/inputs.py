@@ -1,112 +1,324 @@
-"""Validate and normalise submitted input values against an algorithm's declared inputs."""
+"""The one input model: each algorithm's inputs are ONE JSON Schema, checked with the
+``jsonschema`` library for every dialect (OGC, MAAP OGC-JSON, MAAP WPS, batches, CLI).
+
+The schema comes from the registration: the OGC input descriptions a CWL package or a
+built-in carries (``spec.ogc["inputs"]``), else the declared inputs of a MAAP / ADE YAML
+(``data_type`` → JSON type). Dialects only decode their value encodings (OGC links and
+qualified values, WPS strings) and hand plain values to :func:`normalise_inputs`, which
+
+1. refuses unknown names and missing mandatory inputs (DESIGN §9 "Required inputs"),
+2. turns strings into the declared type where that is obviously meant (``"5"`` for an
+   integer: WPS and the command line only have strings), and numbers into strings,
+3. validates every value against its input's schema, naming the input on error,
+4. parses file inputs with the one URL parser and applies the URL policy.
+
+Schemas are normalised for validation: OpenAPI 3.0 forms (``nullable``, boolean
+``exclusiveMinimum``) become JSON Schema 2020-12, and ``oneOf`` is read as ``anyOf``
+(CWL unions such as ``int | float`` would otherwise reject every integer).
+"""
 
 from __future__ import annotations
 
-import json
+import math
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
+import jsonschema
+from jsonschema.exceptions import best_match
+
 from opendps.errors import InvalidInput
+from opendps.net.safety import UrlPolicy
+from opendps.net.urls import parse_urls
 from opendps.registry.spec import AlgorithmSpec, InputSpec
 
-URL_SCHEMES = ("http://", "https://", "s3://", "file://", "gs://")
+SCALAR_TYPES = ["string", "number", "integer", "boolean"]
+MAX_MESSAGE = 300  # characters of a validation message (values can be long)
 
 
-def split_urls(value: Any) -> list[str]:
-    """A file input's value: one URL, a list, a JSON array string, or comma-separated URLs."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    text = str(value).strip()
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, list):
-            return [str(v).strip() for v in parsed if str(v).strip()]
-    if "," in text and all(p.strip().startswith(URL_SCHEMES) for p in text.split(",")):
-        return [p.strip() for p in text.split(",")]
-    return [text]
+# -- the schema ---------------------------------------------------------------------------------
 
 
-def _number(spec: InputSpec, value: Any) -> int | float:
-    if isinstance(value, bool):
-        raise InvalidInput(f"input {spec.name!r} must be a number, not a boolean")
+def value_schema(item: InputSpec) -> dict[str, Any]:
+    """JSON Schema of one value of a MAAP/ADE-declared input (also its OGC description)."""
+    data_type = (item.data_type or "").lower()
+    if item.kind == "file":  # a URL or a link; several with maxOccurs "unbounded"
+        schema: dict[str, Any] = {"type": "string", "format": "uri"}
+    elif item.is_integer:
+        schema = {"type": "integer"}
+    elif item.is_number:
+        schema = {"type": "number"}
+    elif data_type in {"bool", "boolean"}:
+        schema = {"type": "boolean"}
+    elif data_type in {"str", "string"}:
+        schema = {"type": "string"}
+    elif item.kind == "config":
+        schema = {}
+    else:
+        schema = {"type": "string"}
+    if item.default is not None:
+        schema["default"] = item.default
+    return schema
+
+
+def described_inputs(spec: AlgorithmSpec) -> dict[str, dict[str, Any]]:
+    """The OGC input descriptions: from the package (CWL, built-ins) or from the inputs."""
+    described = (spec.ogc or {}).get("inputs")
+    if isinstance(described, dict):
+        return described
+    return {
+        item.name: {
+            "title": item.name,
+            "description": item.description,
+            "schema": value_schema(item),
+            "minOccurs": 1 if item.mandatory else 0,
+            "maxOccurs": "unbounded" if item.kind == "file" else 1,
+            "x-dps-kind": item.kind,
+        }
+        for item in spec.inputs
+    }
+
+
+def _max_occurs(description: Mapping[str, Any]) -> int | None:
+    """None: unbounded."""
+    value = description.get("maxOccurs", 1)
+    if value == "unbounded":
+        return None
     try:
-        number = float(value)
+        return int(value)
     except (TypeError, ValueError):
-        raise InvalidInput(
-            f"input {spec.name!r} must be a number (data_type {spec.data_type}); got {value!r}"
-        ) from None
-    if spec.is_integer:
-        if not number.is_integer():
-            raise InvalidInput(f"input {spec.name!r} must be an integer; got {value!r}")
-        return int(number)
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
-        return int(number)  # "3" stays 3 on the command line, not 3.0
-    return number
+        return 1
 
 
-def _file(spec: InputSpec, value: Any) -> Any:
-    urls = split_urls(value)
-    for url in urls:
-        if not url.startswith(URL_SCHEMES) and not url.startswith("/"):
-            raise InvalidInput(
-                f"input {spec.name!r} is a file input: give a URL (https, http, s3, file) "
-                f"or a list of them; got {url!r}"
-            )
-    return urls if isinstance(value, list | tuple) or len(urls) > 1 else value
+def property_schema(spec: AlgorithmSpec, name: str, description: Mapping[str, Any]) -> Any:
+    """The schema of input ``name``'s value: one value, or a list of them when it may occur
+    more than once. MAAP positional inputs without a type take any scalar."""
+    raw = description.get("schema")
+    one = normalise_schema(raw if isinstance(raw, dict) else {})
+    declared = spec.input(name)
+    if declared is not None and "x-dps-kind" in description:
+        if declared.kind == "positional" and not declared.data_type:
+            one = {"type": SCALAR_TYPES}
+        if declared.kind == "file":
+            one = {"type": "string"}
+    limit = _max_occurs(description)
+    if limit is not None and limit <= 1:
+        return one
+    many: dict[str, Any] = {"type": "array", "items": one}
+    if limit is not None:
+        many["maxItems"] = limit
+    return {"anyOf": [one, many]}
 
 
-def _scalar(spec: InputSpec, value: Any) -> Any:
-    if isinstance(value, dict | list) and spec.kind == "positional":
-        raise InvalidInput(
-            f"input {spec.name!r} is positional (a command-line argument): give a single value"
-        )
+def inputs_schema(spec: AlgorithmSpec) -> dict[str, Any]:
+    """The algorithm's inputs as one JSON Schema (an object of its inputs)."""
+    described = described_inputs(spec)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            name: property_schema(spec, name, d)
+            for name, d in described.items()
+            if isinstance(d, Mapping)
+        },
+        "required": [name for name in described if _mandatory(spec, name, described[name])],
+        "additionalProperties": False,
+    }
+
+
+def normalise_schema(schema: Any) -> Any:
+    """OpenAPI 3.0 / draft-4 forms → JSON Schema 2020-12; ``oneOf`` read as ``anyOf``."""
+    if isinstance(schema, list):
+        return [normalise_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: normalise_schema(v) for k, v in schema.items() if k != "nullable"}
+    if "oneOf" in out:
+        out["anyOf"] = out.pop("oneOf") + out.pop("anyOf", [])
+    for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if out.get(flag) is True and bound in out:
+            out[flag] = out.pop(bound)
+        elif isinstance(out.get(flag), bool):
+            del out[flag]
+    if schema.get("nullable") and "type" in out:
+        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = [*types, "null"]
+    return out
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_key: str) -> jsonschema.protocols.Validator:
+    import json
+
+    return jsonschema.Draft202012Validator(json.loads(schema_key))
+
+
+def validation_error(schema: Any, value: Any, where: str) -> str | None:
+    """Why ``value`` does not satisfy ``schema`` (``where``: the input's name), or None."""
+    import json
+
+    try:
+        validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+        error = best_match(validator.iter_errors(value))
+    except jsonschema.exceptions.SchemaError as exc:  # a registration's own bad schema
+        return f"{where}: the process declares an unusable schema ({exc.message[:100]})"
+    except RecursionError:
+        return f"{where}: the value is nested too deeply"
+    if error is None:
+        return None
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    message = error.message
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "…"
+    return f"{where}{path}: {message}"
+
+
+# -- coercion -----------------------------------------------------------------------------------
+
+
+def _types(schema: Any) -> set[str]:
+    """Every JSON type some alternative of the schema takes (``"any"`` when unconstrained)."""
+    if not isinstance(schema, dict):
+        return {"any"}
+    parts = [p for p in schema.get("anyOf", []) + schema.get("allOf", []) if isinstance(p, dict)]
+    found: set[str] = set()
+    wanted = schema.get("type")
+    if wanted is not None:
+        found |= set(wanted if isinstance(wanted, list) else [wanted])
+    elif not parts:
+        found.add("any")
+    for part in parts:
+        found |= _types(part)
+    if schema.get("anyOf") and wanted is None:
+        found.discard("any")
+    return found
+
+
+def coerce(schema: Any, value: Any) -> Any:
+    """Scalars in an obviously intended form: ``"5"`` for an integer, 5 for a string."""
+    types = _types(schema)
+    if "any" in types:
+        return value
+    if isinstance(value, str) and "string" not in types:
+        text = value.strip()
+        if {"integer", "number"} & types and re.fullmatch(r"[+-]?\d{1,30}", text):
+            return int(text)
+        if "number" in types:
+            try:
+                number = float(text)
+            except ValueError:
+                return value
+            return number if math.isfinite(number) else value
+        if "boolean" in types and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    if isinstance(value, float) and value.is_integer() and types <= {"integer"}:
+        return int(value)
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not {"number", "integer"} & types
+        and "string" in types
+    ):
+        return str(value)
+    if isinstance(value, list) and "array" in types:
+        items = _array_items(schema)
+        if items is not None:
+            return [coerce(items, v) for v in value]
     return value
 
 
-def normalise_inputs(spec: AlgorithmSpec, given: Mapping[str, Any] | None) -> dict[str, Any]:
+def _array_items(schema: Any) -> Any:
+    for part in [schema, *schema.get("anyOf", [])]:
+        if isinstance(part, dict) and part.get("type") == "array" and "items" in part:
+            return part["items"]
+    return None
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def _mandatory(spec: AlgorithmSpec, name: str, description: Mapping[str, Any]) -> bool:
+    declared = spec.input(name)
+    if declared is not None and "x-dps-kind" in description:
+        return declared.mandatory
+    schema = description.get("schema") if isinstance(description.get("schema"), dict) else {}
+    try:
+        low = int(description.get("minOccurs", 1) or 0)
+    except (TypeError, ValueError):
+        low = 1
+    return low > 0 and "default" not in schema
+
+
+def _check_finite(name: str, value: Any) -> None:
+    """inf/nan (``1e400`` in JSON) cannot be stored as JSON: refuse them here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidInput(f"input {name!r}: {item!r} is not a finite number")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def normalise_inputs(
+    spec: AlgorithmSpec, given: Mapping[str, Any] | None, policy: UrlPolicy | None = None
+) -> dict[str, Any]:
     """Check names, presence and types; fill in defaults. Raises InvalidInput naming the input."""
     given = dict(given or {})
-    known = {i.name for i in spec.inputs}
-    unknown = sorted(set(given) - known)
+    policy = policy or UrlPolicy()
+    described = described_inputs(spec)
+    unknown = sorted(str(u) for u in set(given) - set(described))
     if unknown:
-        choices = ", ".join(sorted(known)) or "none"
+        choices = ", ".join(sorted(described)) or "none"
         raise InvalidInput(
             f"unknown input(s) {', '.join(repr(u) for u in unknown)}; "
             f"{spec.process_id} takes: {choices}"
         )
+    properties = inputs_schema(spec)["properties"]
     values: dict[str, Any] = {}
-    for item in spec.inputs:
-        value = given.get(item.name)
-        if value is None or (value == "" and item.kind == "file" and item.mandatory):
-            if item.mandatory:
-                raise InvalidInput(f"missing required input {item.name!r}")
-            value = item.default
-        if value is None:
-            values[item.name] = "" if item.kind == "positional" else None
+    for name, description in described.items():
+        declared = spec.input(name)
+        kind = declared.kind if declared is not None else "config"
+        value = given.get(name)
+        if value is None or (value == "" and kind == "file"):
+            if _mandatory(spec, name, description):
+                raise InvalidInput(f"missing required input {name!r}")
+            default = declared.default if declared is not None else None
+            if default is None and isinstance(description.get("schema"), dict):
+                default = description["schema"].get("default")
+            if default is None:
+                values[name] = "" if kind == "positional" else None
+                continue
+            value = default
+        schema = properties.get(name, {})
+        if kind == "positional" and isinstance(value, dict | list):
+            raise InvalidInput(
+                f"input {name!r} is positional (a command-line argument): give a single value"
+            )
+        _check_finite(name, value)
+        if kind == "file":
+            values[name] = _file_value(name, value, policy)
             continue
-        if item.kind == "file":
-            values[item.name] = _file(item, value)
-        elif item.is_number and value != "":
-            values[item.name] = _number(item, value)
-        else:
-            values[item.name] = _scalar(item, value)
+        if value == "" and kind == "positional":  # an empty string is a value (§9)
+            values[name] = value
+            continue
+        value = coerce(schema, value)
+        if (error := validation_error(schema, value, f"input {name!r}")) is not None:
+            raise InvalidInput(error)
+        values[name] = value
     return values
 
 
-def check_local_inputs(spec: AlgorithmSpec, values: Mapping[str, Any]) -> None:
-    """Refuse file:// URLs and paths (used when they are not allowed, e.g. with auth on)."""
-    for item in spec.inputs_of("file"):
-        for url in split_urls(values.get(item.name)):
-            if url.startswith(("file://", "/")):
-                raise InvalidInput(
-                    f"input {item.name!r}: local files ({url!r}) are not allowed on this "
-                    "server; give an http(s) or s3 URL"
-                )
+def _file_value(name: str, value: Any, policy: UrlPolicy) -> Any:
+    urls = parse_urls(value, name)
+    for url in urls:
+        policy.check_input(url, name)
+    if isinstance(value, list | tuple) or len(urls) > 1:
+        return urls
+    return urls[0] if urls else None
 
 
 def positional_args(spec: AlgorithmSpec, values: Mapping[str, Any]) -> list[str]:
@@ -120,3 +332,15 @@ def positional_args(spec: AlgorithmSpec, values: Mapping[str, Any]) -> list[str]
             value = str(value).lower()
         args.append(str(value))
     return args
+
+
+def parse_priority(value: Any) -> int:
+    """A job's priority, 0..9, as every dialect gives it: an int or a string of digits.
+    ``true``, ``5.7``, ``null`` and ``1e400`` are refused, not read as 1, 5 or 0."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,3}\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"priority must be an integer 0..9; got {str(value)[:40]!r}")
+    if not 0 <= value <= 9:
+        raise InvalidInput(f"priority must be 0..9; got {value}")
+    return value

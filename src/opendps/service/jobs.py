@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
+import os
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchProcess, NoSuchQueue, NotFound
 from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
+from opendps.net.safety import UrlPolicy
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.algorithms import AlgorithmService, split_process_id
-from opendps.service.inputs import check_local_inputs, normalise_inputs
+from opendps.service.inputs import normalise_inputs, parse_priority
 from opendps.service.policy import Policy
 from opendps.service.queries import BatchQuery, JobQuery, check_limit
 from opendps.settings import Settings
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from opendps.storage.base import Storage
 
 LOG_FILES = {"stdout": "_stdout.txt", "stderr": "_stderr.txt"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,14 @@ class Submission:
     process_id: str
     inputs: Mapping[str, Any]
     queue: str | None = None
-    priority: int = 5
+    priority: int | str = 5  # as the dialect got it; the service checks it (parse_priority)
     tags: Sequence[str] = ()
     dedup: bool = False
     # How to answer (OGC ``response``/``outputs``/``subscriber``), kept on the job.
     request: Mapping[str, Any] = field(default_factory=dict)
+    # The values in their OGC encodings (links, qualified values), kept for built-in
+    # processes, which answer them verbatim; ``inputs`` holds the decoded values checked.
+    as_sent: Mapping[str, Any] | None = None
 
 
 def output_prefix(job: Job) -> str:
@@ -65,6 +74,38 @@ def _missing_job(job_id: str) -> NoSuchJob:
 
 def _missing_batch(batch_id: str) -> NoSuchJob:
     return NoSuchJob(f"no batch with id {batch_id!r}")
+
+
+def open_in_work_dir(work_dir: Path, name: str) -> BinaryIO | None:
+    """A regular file directly inside the job's work dir, or None.
+
+    The job owns its work dir and may replace a log by a link (``_stdout.txt ->
+    ../../dps.db`` once had the server open its own database) or a FIFO (a read would
+    block forever): neither the work dir nor the file is followed if it is a link
+    (O_NOFOLLOW), and only regular files are read."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        folder = os.open(work_dir, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, flags, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            log.warning(
+                "not reading %s/%s: it is a symbolic link",
+                work_dir,
+                name,
+                extra={"action": "log_link_refused"},
+            )
+        return None
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 class JobService:
@@ -108,11 +149,11 @@ class JobService:
     def _prepare(self, submission: Submission, owner: str) -> dict[str, Any]:
         algorithm = self.algorithms.get(submission.process_id)
         spec = self.algorithms.spec_of(algorithm)
-        if not 0 <= int(submission.priority) <= 9:
-            raise InvalidInput(f"priority must be 0..9; got {submission.priority}")
-        inputs = normalise_inputs(spec, submission.inputs)
-        if not self.settings.local_inputs_allowed:
-            check_local_inputs(spec, inputs)
+        priority = parse_priority(submission.priority)
+        policy = UrlPolicy.from_settings(self.settings)
+        inputs = normalise_inputs(spec, submission.inputs, policy)
+        if submission.as_sent is not None:
+            inputs = {k: submission.as_sent.get(k, v) for k, v in inputs.items()}
         queue = self.resolve_queue(submission.queue, spec, owner)
         tags = [str(t) for t in submission.tags if str(t)]
         record: dict[str, Any] = {
@@ -122,7 +163,7 @@ class JobService:
             "version": algorithm.version,
             "owner": owner,
             "queue": queue,
-            "priority": int(submission.priority),
+            "priority": priority,
             "tags": tags,
             "inputs": inputs,
             "request": dict(submission.request) or None,
@@ -328,9 +369,9 @@ class JobService:
 
     def read_log(self, job: Job, stream: str, offset: int = 0) -> str:
         name = LOG_FILES[stream]
-        path = work_dir_of(self.settings, job) / name
-        if path.exists():
-            with open(path, "rb") as handle:
+        handle = open_in_work_dir(work_dir_of(self.settings, job), name)
+        if handle is not None:
+            with handle:
                 handle.seek(offset)
                 return handle.read().decode(errors="replace")
         if job.started is not None:  # the work dir is gone once a successful job is staged

@@ -87,9 +87,11 @@ class FsspecStorage:
         path = self._path(normalize_key(key))
         try:
             if self._local:
-                if not os.path.isfile(path):
+                if not os.path.isfile(path) or os.path.islink(path):
                     raise FileNotFoundError(path)
-                return open(path, "rb")  # the caller closes the stream
+                # O_NOFOLLOW: what a job staged is a copy; a link here was not put by us.
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                return os.fdopen(fd, "rb")  # the caller closes the stream
             return cast(BinaryIO, self._remote.open(path, "rb", block_size=BLOCK_SIZE))
         except FileNotFoundError:
             raise KeyNotFound(f"no stored file {key!r} in {self.url}")

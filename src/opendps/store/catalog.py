@@ -154,6 +154,8 @@ class CatalogStore:
         return _from_joined(row)
 
     def get_algorithm_by_id(self, algorithm_id: int) -> Algorithm:
+        if not _fits(algorithm_id):  # the drivers raise OverflowError beyond 64 bits
+            raise NoSuchProcess(f"no process (algorithm) with id {algorithm_id}")
         with self.db.read() as conn:
             row = conn.execute(_joined().where(algorithms.c.id == algorithm_id)).mappings().first()
         if row is None:
@@ -197,6 +199,8 @@ class CatalogStore:
     # -- builds ---------------------------------------------------------------------------
 
     def get_build(self, build_id: int) -> Build:
+        if not _fits(build_id):
+            raise NoSuchProcess(f"no build with id {build_id}")
         with self.db.read() as conn:
             row = conn.execute(sa.select(builds).where(builds.c.id == build_id)).mappings().first()
         if row is None:
@@ -294,3 +298,8 @@ class CatalogStore:
             )
             for r in rows
         ]
+
+
+def _fits(number: int) -> bool:
+    """Whether an id from a URL can be a row id (a 64-bit integer)."""
+    return -(2**63) <= number < 2**63

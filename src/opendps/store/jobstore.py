@@ -88,13 +88,17 @@ def encode_cursor(seq: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
+    from opendps.errors import InvalidInput
+
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return int(json.loads(base64.urlsafe_b64decode(padded))["s"])
+        seq = json.loads(base64.urlsafe_b64decode(padded))["s"]
     except Exception as exc:
-        from opendps.errors import InvalidInput
-
-        raise InvalidInput(f"next: {cursor!r} is not a cursor this server issued") from exc
+        raise InvalidInput(f"next: {cursor[:80]!r} is not a cursor this server issued") from exc
+    # A forged {"s": 10**23} overflowed the database's 64-bit integers (a 500).
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise InvalidInput(f"next: {cursor[:80]!r} is not a cursor this server issued")
+    return seq
 
 
 class JobStore:

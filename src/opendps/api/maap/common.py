@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-from opendps.errors import NoSuchProcess, OpenDPSError
+from opendps.errors import InvalidInput, NoSuchProcess, OpenDPSError
 from opendps.models import Algorithm, JobStatus
 from opendps.service.context import Services
 from opendps.service.statuses import parse_status
@@ -161,9 +160,12 @@ def check_queue(services: Services, name: str | None, user: str) -> None:
 
 
 def decode_json_body(raw: bytes, what: str) -> Any:
+    """The shared body rules (UTF-8, JSON, nesting depth), in MAAP's error shape."""
+    from opendps.api.bodies import parse_json
+
     if not raw.strip():
         raise MaapError(400, f"the request body is empty; send the {what} as JSON")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MaapError(400, f"the {what} is not valid JSON: {exc}") from None
+        return parse_json(raw, what)
+    except InvalidInput as exc:
+        raise MaapError(400, exc.message) from None

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from opendps.models import Algorithm, Build, Job, JobStatus
+from opendps.net.urls import redact
 from opendps.registry.spec import AlgorithmSpec, InputSpec
 from opendps.service.context import Services
 
@@ -81,7 +82,7 @@ def process_description(algorithm: Algorithm, base: str) -> dict[str, Any]:
         inputs[item.name] = entry
     return {
         **process_summary(algorithm, base),
-        "githubUrl": spec.repository_url,
+        "githubUrl": redact(spec.repository_url),
         "gitCommitHash": build.commit if build else None,
         "ramMin": None,
         "coresMin": None,

@@ -27,6 +27,7 @@ router = APIRouter(include_in_schema=False)
 #: maap-api-nasa's page size when neither ``limit`` nor ``pageSize`` is given.
 DEFAULT_PAGE = 100
 MAX_PAGE = 10000
+MAX_OFFSET = 2**62  # the databases' integers are 64-bit: beyond that, a 500 from the driver
 
 
 def selected_fields(value: str | None) -> list[str]:
@@ -84,7 +85,7 @@ def list_jobs(request: Request) -> dict[str, Any]:
     if limit is None:
         limit = parse_int(params.get("pageSize"), "pageSize", low=1, high=MAX_PAGE)
     limit = limit or DEFAULT_PAGE
-    offset = parse_int(params.get("offset"), "offset", low=0) or 0
+    offset = parse_int(params.get("offset"), "offset", low=0, high=MAX_OFFSET) or 0
     details = parse_bool(params.get("getJobDetails"), "getJobDetails")
     fields = selected_fields(params.get("fields"))
     query = job_query(params, limit=limit, offset=offset)

@@ -39,7 +39,7 @@ async def register_algorithm(request: Request) -> dict[str, Any]:
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = dict(await request.form())
     raw = await request.body() if form is None else b""
-    data = legacy_mapping(raw, form)
+    data = legacy_mapping(raw, form, services.settings)
     spec = parse_registration(data)
     package = Package(spec, raw.decode(errors="replace") if raw else str(data), "application/json")
     algorithm = register(services, package, user, replace=True)

@@ -20,8 +20,10 @@ from opendps.api.maap.common import (
 )
 from opendps.api.maap.errors import ogc_error
 from opendps.api.maap.registration import check_registration_queue, package_from_ogc_body
+from opendps.api.ogc.inputs import decode_value
 from opendps.errors import DuplicateProcess, NoSuchProcess
 from opendps.models import Algorithm
+from opendps.net.urls import redact
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.context import Services
 from opendps.service.jobs import Submission
@@ -81,7 +83,9 @@ def list_processes(request: Request) -> dict[str, Any]:
 async def deploy_process(request: Request) -> JSONResponse:
     services = services_of(request)
     user = current_user(request)
-    package = package_from_ogc_body(await request.body(), request.headers.get("content-type"))
+    package = package_from_ogc_body(
+        await request.body(), request.headers.get("content-type"), services.settings
+    )
     base = base_url(request)
     try:
         algorithm = register(services, package, user, replace=False)
@@ -117,7 +121,9 @@ async def replace_process(process_id: str, request: Request) -> JSONResponse:
     user = current_user(request)
     current = find_algorithm(services, process_id)
     services.algorithms.editable(current.process_id, user)
-    package = package_from_ogc_body(await request.body(), request.headers.get("content-type"))
+    package = package_from_ogc_body(
+        await request.body(), request.headers.get("content-type"), services.settings
+    )
     if (package.spec.name, package.spec.version) != (current.name, current.version):
         raise MaapError(
             400,
@@ -157,7 +163,7 @@ def process_package(process_id: str, request: Request) -> dict[str, Any]:
             "hreflang": "en",
             "title": "Process package",
         },
-        "package": algorithm.package,
+        "package": redact(algorithm.package),
     }
 
 
@@ -192,10 +198,6 @@ async def execute(process_id: str, request: Request) -> JSONResponse:
     tag = body.get("tag")
     tags = [t.strip() for t in str(tag).split(",") if t.strip()] if tag else []
     priority = body.get("priority", 5)
-    try:
-        priority = int(priority)
-    except (TypeError, ValueError):
-        raise MaapError(400, f"priority must be an integer 0..9; got {priority!r}") from None
     job = services.jobs.submit(
         Submission(
             process_id=algorithm.process_id,
@@ -229,15 +231,4 @@ def decode_inputs(inputs: Any) -> dict[str, Any]:
         inputs = mapping
     if not isinstance(inputs, dict):
         raise MaapError(400, "'inputs' must be an object mapping input names to values")
-    return {str(k): _unwrap(v) for k, v in inputs.items()}
-
-
-def _unwrap(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_unwrap(v) for v in value]
-    if isinstance(value, dict):
-        if isinstance(value.get("href"), str):
-            return value["href"]
-        if "value" in value and set(value) <= {"value", "mediaType", "encoding", "schema"}:
-            return value["value"]
-    return value
+    return {str(k): decode_value(v, str(k)) for k, v in inputs.items()}

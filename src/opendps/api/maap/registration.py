@@ -13,15 +13,25 @@ import json
 import re
 from typing import Any
 
-import httpx
-import yaml
-
+from opendps.api.bodies import parse_json
 from opendps.api.maap.common import MaapError
+from opendps.errors import InvalidInput
 from opendps.registry.spec import AlgorithmSpec, parse_registration
 from opendps.service.context import Services
-from opendps.service.packages import CWL_TYPES, YAML_TYPES, Package, media_type_of, parse_package
+from opendps.service.packages import (
+    CWL_TYPES,
+    DEFAULT_MAX_BYTES,
+    YAML_TYPES,
+    Package,
+    check_size,
+    decode_body,
+    href_fetcher,
+    media_type_of,
+    parse_package,
+)
+from opendps.settings import Settings
+from opendps.yamltext import load_yaml
 
-MAX_PACKAGE_BYTES = 5 * 1024 * 1024
 CWL_UNAVAILABLE = (
     "CWL deploy is not available on this server yet. Register the algorithm with its MAAP "
     "algorithm YAML instead: POST it to /api/mas/algorithm (maap-py 4.x "
@@ -46,74 +56,57 @@ def _is_cwl(data: Any) -> bool:
     )
 
 
-def package_from_text(text: str) -> Package:
+def package_from_text(text: str, settings: Settings | None = None) -> Package:
     """CWL (when this server has it) or a MAAP / legacy ADE algorithm YAML."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MaapError(400, f"the package is not valid YAML or JSON: {exc}") from None
+    check_size(text, settings.max_registration_bytes if settings else DEFAULT_MAX_BYTES)
+    data = load_yaml(text, "package")
     if _is_cwl(data):
         if not cwl_available():
             raise MaapError(400, CWL_UNAVAILABLE)
-        return parse_package(text, "application/cwl+yaml")
+        return parse_package(text, "application/cwl+yaml", settings=settings)
     if not isinstance(data, dict):
         raise MaapError(400, "the package must be a CWL document or a MAAP algorithm YAML mapping")
     return Package(parse_registration(data), text, "application/yaml")
 
 
-def fetch_package(href: str) -> str:
-    if not isinstance(href, str) or not href.startswith(("http://", "https://")):
-        raise MaapError(400, f"executionUnit.href must be an http(s) URL; got {href!r}")
-    try:
-        with httpx.stream("GET", href, timeout=30.0, follow_redirects=True) as response:
-            if response.status_code >= 400:
-                raise MaapError(
-                    400, f"could not fetch the package from {href}: HTTP {response.status_code}"
-                )
-            body = b""
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_PACKAGE_BYTES:
-                    raise MaapError(400, f"the package at {href} is larger than 5 MB")
-    except httpx.HTTPError as exc:
-        raise MaapError(400, f"could not fetch the package from {href}: {exc}") from None
-    return body.decode(errors="replace")
-
-
-def package_from_ogc_body(raw: bytes, content_type: str | None) -> Package:
+def package_from_ogc_body(
+    raw: bytes, content_type: str | None, settings: Settings | None = None
+) -> Package:
     """``POST/PUT /api/ogc/processes[/{id}]`` bodies."""
+    check_size(raw, settings.max_registration_bytes if settings else DEFAULT_MAX_BYTES)
+    text = decode_body(raw)
     media = media_type_of(content_type)
     if media in CWL_TYPES or media in YAML_TYPES or media.endswith("+yaml"):
-        return package_from_text(raw.decode(errors="replace"))
+        return package_from_text(text, settings)
     if not raw.strip():
         raise MaapError(
             400,
             'the request body is empty; send {"executionUnit": {"href": …}} or {"cwlRawText": …}',
         )
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return package_from_text(raw.decode(errors="replace"))  # YAML sent without its type
+        body = parse_json(text, "registration")
+    except InvalidInput:
+        return package_from_text(text, settings)  # YAML sent without its type
     if not isinstance(body, dict):
         raise MaapError(400, "the body must be a JSON object")
     unit, raw_text = body.get("executionUnit"), body.get("cwlRawText")
     if unit is not None and raw_text is not None:
         raise MaapError(400, "send either executionUnit or cwlRawText, not both")
     if isinstance(raw_text, str):
-        return package_from_text(raw_text)
+        return package_from_text(raw_text, settings)
     if raw_text is not None:
         raise MaapError(400, "cwlRawText must be a string (the text of the CWL file)")
     if isinstance(unit, dict) and unit.get("href"):
-        return package_from_text(fetch_package(unit["href"]))
+        return package_from_text(href_fetcher(settings)(unit["href"]), settings)
     if isinstance(unit, dict) and isinstance(unit.get("value"), str | dict):
         value = unit["value"]
-        return package_from_text(value if isinstance(value, str) else json.dumps(value))
+        return package_from_text(value if isinstance(value, str) else json.dumps(value), settings)
     if unit is not None:
         raise MaapError(400, 'executionUnit must be {"href": "<URL of the CWL file>"}')
     if _is_cwl(body):
-        return package_from_text(raw.decode())
+        return package_from_text(text, settings)
     if "algorithm_name" in body or "algo_name" in body:
-        return Package(parse_registration(body), raw.decode(errors="replace"), "application/json")
+        return Package(parse_registration(body), text, "application/json")
     raise MaapError(
         400,
         'send {"executionUnit": {"href": …}} or {"cwlRawText": …} (CWL), or '
@@ -121,7 +114,9 @@ def package_from_ogc_body(raw: bytes, content_type: str | None) -> Package:
     )
 
 
-def legacy_mapping(raw: bytes, form: dict[str, Any] | None) -> dict[str, Any]:
+def legacy_mapping(
+    raw: bytes, form: dict[str, Any] | None, settings: Settings | None = None
+) -> dict[str, Any]:
     """``POST /api/mas/algorithm``: the YAML as JSON (trailing commas tolerated, as
     maap-api-nasa does), or form fields; the even older 4.x "backwards compatible"
     schema (``algorithm_params: [{field, download}]``) is mapped to inputs."""
@@ -129,24 +124,22 @@ def legacy_mapping(raw: bytes, form: dict[str, Any] | None) -> dict[str, Any]:
         data: Any = dict(form)
         if isinstance(data.get("inputs"), str):
             try:
-                data["inputs"] = json.loads(data["inputs"])
-            except json.JSONDecodeError:
+                data["inputs"] = parse_json(data["inputs"], "inputs field")
+            except InvalidInput:
                 pass
     else:
-        text = raw.decode(errors="replace")
+        check_size(raw, settings.max_registration_bytes if settings else DEFAULT_MAX_BYTES)
+        text = decode_body(raw)
         if not text.strip():
             raise MaapError(400, "the request body is empty; send the algorithm YAML as JSON")
         try:
-            data = json.loads(_TRAILING_COMMA.sub(r"\1", text))
-        except json.JSONDecodeError:
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise MaapError(400, f"the registration is not valid JSON or YAML: {exc}") from None
+            data = parse_json(_TRAILING_COMMA.sub(r"\1", text), "registration")
+        except InvalidInput:
+            data = load_yaml(text, "registration")
     if isinstance(data, str):  # registerAlgorithm(json_string) posted twice-encoded
         try:
-            data = json.loads(data)
-        except json.JSONDecodeError:
+            data = parse_json(data, "registration")
+        except InvalidInput:
             pass
     if not isinstance(data, dict):
         raise MaapError(400, "the registration must be a JSON object of algorithm fields")

@@ -23,6 +23,7 @@ import httpx
 from opendps.api.documents import status_info
 from opendps.errors import InvalidInput
 from opendps.models import JobStatus
+from opendps.net.safety import UnsafeUrl, UrlPolicy
 
 log = logging.getLogger(__name__)
 URI_KEYS = ("successUri", "failedUri", "inProgressUri")
@@ -31,8 +32,9 @@ TRIES = 3
 TIMEOUT = 10.0
 
 
-def check_subscriber(subscriber: dict[str, Any]) -> dict[str, str]:
-    """The subscriber's http(s) URIs (``successUrl``, the schema's typo, is accepted)."""
+def check_subscriber(subscriber: dict[str, Any], policy: UrlPolicy | None = None) -> dict[str, str]:
+    """The subscriber's http(s) URIs (``successUrl``, the schema's typo, is accepted);
+    loopback and private addresses only where the policy allows them."""
     if "successUrl" in subscriber and "successUri" not in subscriber:
         subscriber = {**subscriber, "successUri": subscriber["successUrl"]}
     uris = {}
@@ -42,6 +44,8 @@ def check_subscriber(subscriber: dict[str, Any]) -> dict[str, str]:
             continue
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
             raise InvalidInput(f"subscriber.{key} must be an http or https URL; got {value!r}")
+        if policy is not None:
+            policy.check_host_literal(value, f"subscriber.{key}")
         uris[key] = value
     return uris
 
@@ -124,12 +128,15 @@ class Notifier:
     def _post(self, uri: str, body: Any, job_id: str) -> None:
         headers = {"Content-Type": "application/json"}
         content = body if isinstance(body, bytes) else None
+        policy = UrlPolicy.from_settings(self.services.settings)
         for attempt in range(1, TRIES + 1):
             try:
-                if content is not None:
-                    response = httpx.post(uri, content=content, headers=headers, timeout=TIMEOUT)
-                else:
-                    response = httpx.post(uri, json=body, timeout=TIMEOUT)
+                # Checked again on every request sent: the name's address, and redirects.
+                with policy.client("callback", timeout=TIMEOUT) as client:
+                    if content is not None:
+                        response = client.post(uri, content=content, headers=headers)
+                    else:
+                        response = client.post(uri, json=body)
                 if response.status_code < 500:
                     log.info(
                         "callback %s for job %s answered %s",
@@ -139,6 +146,14 @@ class Notifier:
                         extra={"action": "callback_sent", "job_id": job_id},
                     )
                     return
+            except UnsafeUrl as exc:
+                log.warning(
+                    "callback for job %s refused: %s",
+                    job_id,
+                    exc.message,
+                    extra={"action": "callback_refused", "job_id": job_id},
+                )
+                return
             except httpx.HTTPError as exc:
                 log.warning("callback %s for job %s: %s (try %d)", uri, job_id, exc, attempt)
             time.sleep(min(2.0**attempt, 10.0))

@@ -36,7 +36,7 @@ from opendps.api.deps import base_url, current_user, services_of
 from opendps.api.documents import process_description, status_info
 from opendps.api.execution import ExecuteBody, decode_execute_body
 from opendps.api.ogc.callbacks import check_subscriber
-from opendps.api.ogc.inputs import check_inputs, requested_outputs
+from opendps.api.ogc.inputs import decode_inputs, requested_outputs
 from opendps.api.ogc.results import (
     NoSuchOutput,
     failure_response,
@@ -46,6 +46,7 @@ from opendps.api.ogc.results import (
 )
 from opendps.errors import NoSuchProcess, ResultNotReady
 from opendps.models import Job, JobStatus
+from opendps.net.safety import UrlPolicy
 from opendps.service.jobs import Submission
 
 router = APIRouter(tags=["processes"])
@@ -104,9 +105,9 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
     algorithm = await run_in_threadpool(services.algorithms.get, process_id)
     body = await decode_execute_body(request)
     description = process_description(algorithm, base)
-    inputs = check_inputs(description["inputs"], body.raw_inputs, plain=not algorithm.builtin)
+    inputs, as_sent = decode_inputs(description["inputs"], body.raw_inputs)
     modes = requested_outputs(description["outputs"], body.outputs)
-    subscriber = check_subscriber(body.subscriber)
+    subscriber = check_subscriber(body.subscriber, UrlPolicy.from_settings(services.settings))
     max_wait = getattr(request.app.state, "ogc_sync_wait", DEFAULT_SYNC_WAIT)
     negotiated = negotiate(description["jobControlOptions"], prefer_tokens(request), max_wait)
     submission = Submission(
@@ -116,6 +117,7 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
         priority=body.priority,
         tags=body.tags,
         dedup=body.dedup,
+        as_sent=as_sent if algorithm.builtin else None,
         request={
             "response": body.response,
             "outputs": modes if body.outputs else None,

@@ -320,5 +320,9 @@ async def retry_job(job_id: str, request: Request) -> Response:
 def download_output(job_id: str, path: str, request: Request) -> Response:
     """Same as ``GET /jobs/{id}/outputs/{path}``, for a person signed in with a cookie."""
     from opendps.api.jobs import download_output as api_download
+    from opendps.api.jobs import output_headers
 
-    return api_download(job_id, path, request, user=ui_user(request))
+    response = api_download(job_id, path, request, user=ui_user(request))
+    # Under /ui/ the browser holds the session cookie: never render a job's file here.
+    response.headers.update(output_headers(path, "attachment"))
+    return response

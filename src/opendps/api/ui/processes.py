@@ -88,7 +88,7 @@ def register_package(request: Request, text: str, replace: bool) -> Algorithm:
         raise InvalidInput("paste the algorithm's registration (MAAP algorithm YAML) first")
     if len(text) > MAX_PACKAGE:
         raise InvalidInput(f"the registration is longer than {MAX_PACKAGE} characters")
-    package = parse_package(text, "application/yaml")
+    package = parse_package(text, "application/yaml", settings=services.settings)
     # Replacing someone else's algorithm is refused by the service (owner or admin only).
     return services.algorithms.register(
         package.spec,
@@ -189,7 +189,7 @@ def form_value(item: InputSpec, text: str) -> Any:
     if item.kind == "config" and not item.is_number and text.lstrip()[:1] in ("{", "["):
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return text
     return text
 
@@ -200,10 +200,7 @@ def submission_of(spec: AlgorithmSpec, process_id: str, values: dict[str, str]) 
         text = values.get(INPUT_PREFIX + item.name, "")
         if text.strip() != "":  # left empty: the default, or "missing required input"
             inputs[item.name] = form_value(item, text.strip())
-    try:
-        priority = int(values.get("priority") or 5)
-    except ValueError:
-        raise InvalidInput(f"priority must be a whole number 0..9; got {values['priority']!r}")
+    priority = values.get("priority") or 5  # checked by the service, as in every dialect
     tag = values.get("tag", "").strip()
     return Submission(
         process_id=process_id,

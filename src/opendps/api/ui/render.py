@@ -21,6 +21,7 @@ from opendps import __version__
 from opendps.api.deps import current_user, services_of
 from opendps.errors import Forbidden
 from opendps.models import JobStatus
+from opendps.net.urls import redact
 
 API_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = API_DIR / "templates"
@@ -126,6 +127,7 @@ def _environment() -> Environment:
         value=format_value,
         pretty=pretty_json,
         pq=path_quote,
+        redact=redact,
     )
     env.globals.update(
         version=__version__,
