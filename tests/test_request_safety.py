@@ -20,6 +20,7 @@ from opendps.net.safety import UrlPolicy
 from opendps.runner.localize import localize_inputs
 from opendps.service.context import Services
 from opendps.service.jobs import Submission, output_prefix
+from opendps.service.queries import ProcessQuery
 from opendps.settings import Settings
 from opendps.yamltext import load_yaml
 from tests.support.dps import algorithm_yaml, fast_settings
@@ -157,7 +158,8 @@ def test_yaml_with_anchors_and_aliases_is_refused_and_nothing_is_stored(api: Tes
         response = api.post(path, content=ALIAS_BOMB, headers={"Content-Type": "application/yaml"})
         assert response.status_code == 400, (path, response.text)
         assert "anchors or aliases" in response.text
-    assert services_of(api).algorithms.list().number_matched == 2  # the two built-ins
+    listing = services_of(api).algorithms.list_processes(ProcessQuery(), "anonymous")
+    assert listing.number_matched == 2  # the two built-ins
 
 
 def test_registrations_over_the_size_cap_are_refused(tmp_path: Path) -> None:
