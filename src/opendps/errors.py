@@ -131,3 +131,7 @@ class LocalizeError(OpenDPSError):
 
 class StageError(OpenDPSError):
     """Outputs could not be uploaded to storage."""
+
+
+class ConfigError(OpenDPSError):
+    """The server's configuration cannot work on this host."""

@@ -98,7 +98,10 @@ class AlgorithmService:
         if algorithm.build is None or not algorithm.build.log_path:
             return ""
         path = Path(algorithm.build.log_path)
-        return path.read_text(errors="replace") if path.exists() else ""
+        # The build command could have replaced its log by a link to any file.
+        if not path.is_file() or path.is_symlink():
+            return ""
+        return path.read_text(errors="replace")
 
     def run_build(self, build: Build) -> Build:
         """Run one queued build to the end (called by the build worker thread)."""
@@ -113,8 +116,19 @@ class AlgorithmService:
         target.mkdir(parents=True)
         log_path = target / "build.log"
         self.catalog.update_build(build.id, log_path=str(log_path))
+        settings = self.services.settings
+        queue = settings.queue(spec.queue or "") or settings.queue(settings.default_queue)
         try:
-            result = build_algorithm(spec, target, log_path)
+            from opendps.runner.build_box import boxed_build_runner
+
+            result = build_algorithm(
+                spec,
+                target,
+                log_path,
+                timeout=settings.build_time_limit,
+                run_command=boxed_build_runner(self.services, target, build.id, queue),
+                base_env=self.services.sandbox.base_environment(),
+            )
         except OpenDPSError as exc:
             log.warning(
                 "build of %s failed: %s",

@@ -45,6 +45,13 @@ class Services:
         self.work_available = threading.Event()
 
     @cached_property
+    def sandbox(self):  # type: ignore[no-untyped-def]
+        """How jobs and builds are boxed (runner/sandbox.py), decided once."""
+        from opendps.runner.sandbox import Sandbox
+
+        return Sandbox.from_settings(self.settings)
+
+    @cached_property
     def storage(self):  # type: ignore[no-untyped-def]
         from opendps.storage import open_storage
 
