@@ -11,6 +11,33 @@ from opendps.settings import Settings
 from opendps.store import AccountStore, CatalogStore, Database, JobStore
 
 
+def check_secret_key(key: str, where: str) -> str:
+    """A clear start-up error for a key Fernet cannot use (instead of a crash per job)."""
+    from cryptography.fernet import Fernet
+
+    from opendps.errors import ConfigError
+
+    try:
+        Fernet(key.encode())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"the secret key from {where} is not a valid key ({exc}): it must be 32 bytes in "
+            "url-safe base64 (44 characters), e.g. from `dps secrets rotate-key`"
+        ) from exc
+    return key
+
+
+def previous_secret_keys(settings: Settings) -> list[str]:
+    """Keys a rotation left beside secret.key (still accepted for decryption, see
+    service/secrets.py rotate_key), newest first."""
+    keys = []
+    for name in ("secret.key.new", "secret.key.old"):
+        path = Path(settings.data_dir) / name
+        if path.is_file():
+            keys.append(path.read_text().strip())
+    return keys
+
+
 def load_secret_key(settings: Settings) -> str:
     """settings.secret_key, else a Fernet key generated once into the data dir (mode 0600)."""
     if settings.secret_key:
@@ -40,7 +67,8 @@ class Services:
         self.job_store = JobStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
-        self.secret_key = load_secret_key(settings)
+        where = "secret_key (DPS_SECRET_KEY)" if settings.secret_key else "secret.key"
+        self.secret_key = check_secret_key(load_secret_key(settings), where)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
         self.work_available = threading.Event()
 

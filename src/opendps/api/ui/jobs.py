@@ -301,9 +301,9 @@ def live_job(job_id: str, request: Request) -> JSONResponse:
             offset = max(0, int(request.query_params.get(stream, "0")))
         except ValueError:
             offset = 0
-        data = services.jobs.read_log(job, stream, offset).encode()
-        answer[stream] = data.decode(errors="replace")
-        answer[f"{stream}_offset"] = offset + len(data)
+        answer[stream], answer[f"{stream}_offset"] = services.jobs.read_log_chunk(
+            job, stream, offset
+        )
     return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
 
