@@ -2,6 +2,7 @@
 
 pytest_plugins: list[str] = [
     "tests.support.dps",
+    "tests.support.box",
     "tests.support.git_repos",
     "tests.support.http_server",
     "tests.support.live_server",

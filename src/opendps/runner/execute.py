@@ -512,6 +512,8 @@ def _signal_job(
                     pass
         if sig == signal.SIGKILL:
             group.signal_all(sig)
+    if pgid <= 1:  # no process group known (0 would be our own group!)
+        return
     if spare is None:
         try:
             os.killpg(pgid, sig)
@@ -539,6 +541,8 @@ def _alive(pgid: int, group: limits.JobCgroup | None) -> bool:
     """Is any process of the job still running? (Zombies are dead, just not yet reaped.)"""
     if group is not None and group.pids():
         return True
+    if pgid <= 1:
+        return False
     for pid in _session_members(pgid):
         try:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:

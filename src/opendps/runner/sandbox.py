@@ -331,6 +331,8 @@ class Sandbox:
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o711)
         data.chmod(0o711)
+        for private in (settings.cache_dir, data / "storage", data / "logs"):
+            private.mkdir(mode=0o700, exist_ok=True)  # before anything creates them 0755
         passable = {settings.jobs_dir.name, settings.builds_dir.name}
         for entry in data.iterdir():
             if entry.name in passable or entry.is_symlink():
