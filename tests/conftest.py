@@ -7,5 +7,6 @@ pytest_plugins: list[str] = [
     "tests.support.http_server",
     "tests.support.live_server",
     "tests.support.postgres",
+    "tests.support.run_log",
     "tests.support.s3_server",
 ]
