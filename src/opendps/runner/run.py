@@ -125,6 +125,7 @@ def _phase_of(state: RunState) -> Phase:
 def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None:
     settings = services.settings
     job = state.job
+    state.metrics.update(services.sandbox.facts())  # on every job, also one that fails early
     algorithm = services.catalog.get_algorithm_by_id(job.algorithm_id)
     spec = AlgorithmSpec.model_validate(algorithm.spec)
     build = algorithm.build

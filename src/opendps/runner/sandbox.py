@@ -209,7 +209,8 @@ def bwrap_arguments(box: Box, env: Mapping[str, str]) -> list[str]:
     if not box.network:
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    hidden = _outermost([Path("/tmp"), *(_real(p) for p in box.hidden)])
+    # bwrap cannot make a mount point on the read-only root: absent folders hide nothing.
+    hidden = _outermost([Path("/tmp"), *(_real(p) for p in box.hidden if p.exists())])
     for folder in sorted(hidden, key=lambda p: len(p.parts)):
         mode = "1777" if folder == Path("/tmp") else "0711"
         args += ["--perms", mode, "--tmpfs", str(folder)]

@@ -239,6 +239,10 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     host = metrics.get("host")
     if isinstance(host, dict) and host.get("hostname"):
         rows.append(("Host", str(host["hostname"])))
+    if metrics.get("isolation"):  # DESIGN §12: the box the job ran in
+        who = f" as {metrics['job_user']}" if metrics.get("job_user") else ""
+        limited = ", ".join(metrics.get("limits") or []) or "none"
+        rows.append(("Isolation", f"{metrics['isolation']}{who}; cgroup limits: {limited}"))
     return rows
 
 
