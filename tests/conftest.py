@@ -2,9 +2,11 @@
 
 pytest_plugins: list[str] = [
     "tests.support.dps",
+    "tests.support.box",
     "tests.support.git_repos",
     "tests.support.http_server",
     "tests.support.live_server",
     "tests.support.postgres",
+    "tests.support.run_log",
     "tests.support.s3_server",
 ]

@@ -34,7 +34,9 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         if limits.memory_control() not in CGROUPS:
             pytest.skip("no writable cgroup memory controller on this host")
     else:
-        monkeypatch.setattr(limits, "create_job_cgroup", lambda name, memory_limit=None: None)
+        monkeypatch.setattr(
+            limits, "create_job_cgroup", lambda name, memory_limit=None, **limits_: None
+        )
     return request.param
 
 

@@ -121,7 +121,7 @@ def test_same_basename_from_two_urls(http_files: HttpFiles, dirs: tuple[Path, Pa
     assert [d.path.name for d in report.downloads] == ["x.tif", "x_1.tif"]
 
 
-def test_cache_hit_links_without_downloading(http_files: HttpFiles, tmp_path: Path) -> None:
+def test_cache_hit_copies_without_downloading(http_files: HttpFiles, tmp_path: Path) -> None:
     http_files.add("x.tif", os.urandom(4096))
     cache = tmp_path / "cache"
     first = localize_inputs({"f": http_files.url("x.tif")}, tmp_path / "job1", cache)
@@ -130,9 +130,14 @@ def test_cache_hit_links_without_downloading(http_files: HttpFiles, tmp_path: Pa
     [hit] = second.downloads
     assert (hit.cached, hit.attempts, hit.bytes) == (True, 0, 4096)
     a, b = first.downloads[0].path.stat(), hit.path.stat()
-    assert (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)  # the same file: no bytes copied
-    # Read-only, so that a job cannot rewrite the cache through its hard link.
-    assert not stat.S_IMODE(b.st_mode) & 0o222
+    assert a.st_ino != b.st_ino  # a copy (or reflink), never a hard link to the cache
+    # A job appending to its input changes neither the cache nor the next job's copy.
+    with hit.path.open("ab") as handle:
+        handle.write(b"POISON")
+    third = localize_inputs({"f": http_files.url("x.tif")}, tmp_path / "job3", cache)
+    assert third.downloads[0].path.read_bytes() == first.downloads[0].path.read_bytes()
+    [cached] = [p for p in cache.rglob("x.tif")]
+    assert not stat.S_IMODE(cached.stat().st_mode) & 0o222
 
 
 def test_cache_on_another_device_is_copied(http_files: HttpFiles, tmp_path: Path) -> None:
@@ -166,7 +171,8 @@ def test_concurrent_jobs_share_one_download(http_files: HttpFiles, tmp_path: Pat
     assert http_files.requests("big.bin") == 1
     assert sorted(r.downloads[0].cached for r in reports.values()) == [False, True]
     [cached] = cache.glob("*/big.bin")
-    assert {r.downloads[0].path.stat().st_ino for r in reports.values()} == {cached.stat().st_ino}
+    assert {r.downloads[0].path.read_bytes() for r in reports.values()} == {cached.read_bytes()}
+    assert cached.stat().st_nlink == 1  # copies, not links
 
 
 def test_404_fails_at_once(http_files: HttpFiles, dirs: tuple[Path, Path]) -> None:
@@ -280,15 +286,16 @@ def test_200_mb_streams_with_flat_memory(http_files: HttpFiles, dirs: tuple[Path
 # -- local files ----------------------------------------------------------------------------
 
 
-def test_file_urls_and_paths_are_linked(tmp_path: Path, dirs: tuple[Path, Path]) -> None:
+def test_file_urls_and_paths_are_copied(tmp_path: Path, dirs: tuple[Path, Path]) -> None:
     source = tmp_path / "my data" / "scene.nc"
     source.parent.mkdir()
     source.write_bytes(b"netcdf")
     url = "file://" + str(source).replace(" ", "%20")
     report = localize(dirs, {"a": url, "b": [str(source)]})
-    # Two different URLs (a file:// one and a path) for one file: two names, both links.
+    # Two different URLs (a file:// one and a path) for one file: two names, both copies.
     assert [d.path.name for d in report.downloads] == ["scene.nc", "scene_1.nc"]
-    assert {d.path.stat().st_ino for d in report.downloads} == {source.stat().st_ino}
+    assert source.stat().st_ino not in {d.path.stat().st_ino for d in report.downloads}
+    assert source.stat().st_nlink == 1
     assert report.downloads[0].bytes == 6
     with pytest.raises(LocalizeError, match="no such file"):
         localize(dirs, {"a": str(tmp_path / "absent.nc")})

@@ -12,37 +12,44 @@ from typing import Any
 import psutil
 
 from tests.support.dps import algorithm_yaml, wait_until
+from tests.support.run_log import RunLog
 
-# Each run appends "start <pid>" and "end <pid>" to a log outside the work dir, so the test
-# can see every copy of the job that ever ran and whether two overlapped.
+# Each run reports "start <run>" and "end <run>" to a collector outside the box (the job can
+# write only its work dir), so the test sees every copy that ever ran and whether two
+# overlapped.
 RUN = """#!/usr/bin/env bash
-echo "start $$" >> {log}
+run=$(date +%s%N)
+{start}
 sleep {seconds}
-echo "end $$" >> {log}
+{end}
 echo ok > output/done.txt
 """
 
 
 def _register(
-    server: Any, make_repo: Callable[..., Path], tmp_path: Path, seconds: float, name: str = "slow"
-) -> tuple[str, Path]:
-    log = tmp_path / f"{name}-runs.log"
-    repo = make_repo(
-        {"run.sh": RUN.format(log=log, seconds=seconds)}, executable=["run.sh"], name=name
+    server: Any, make_repo: Callable[..., Path], run_log: RunLog, seconds: float, name: str = "slow"
+) -> str:
+    script = RUN.format(
+        start=run_log.report("start $run"), end=run_log.report("end $run"), seconds=seconds
     )
+    repo = make_repo({"run.sh": script}, executable=["run.sh"], name=name)
     server.client.register(algorithm_yaml(repo, name=name))
     server.client.wait_for_build(f"{name}:main", timeout=120)
-    return f"{name}:main", log
+    return f"{name}:main"
 
 
 def _supervisor_pid(server: Any, job_id: str) -> int:
-    """The job's supervisor: the parent of the process running the job's script."""
+    """The job's supervisor: the nearest ancestor of the job's script that is one
+    (a boxed script's parents are bwrap's processes)."""
 
     def find() -> int | None:
         for process in psutil.process_iter(["environ"]):
             try:
-                if (process.info["environ"] or {}).get("DPS_JOB_ID") == job_id:
-                    return process.ppid()
+                if (process.info["environ"] or {}).get("DPS_JOB_ID") != job_id:
+                    continue
+                for parent in process.parents():
+                    if "opendps.runner.supervisor" in " ".join(parent.cmdline()):
+                        return parent.pid
             except psutil.Error:
                 continue
         return None
@@ -51,10 +58,10 @@ def _supervisor_pid(server: Any, job_id: str) -> int:
 
 
 def test_server_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(
-    live_server: Any, make_algorithm_repo: Callable[..., Path], tmp_path: Path
+    live_server: Any, make_algorithm_repo: Callable[..., Path], run_log: RunLog
 ) -> None:
     client = live_server.client
-    pid, log = _register(live_server, make_algorithm_repo, tmp_path, seconds=3)
+    pid = _register(live_server, make_algorithm_repo, run_log, seconds=3)
     running = client.submit(pid, {}, queue="dps-sandbox")["jobID"]  # 1 slot
     queued = client.submit(pid, {}, queue="dps-sandbox")["jobID"]
     wait_until(lambda: client.status(running)["status"] == "running", 30)
@@ -64,22 +71,22 @@ def test_server_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(
     for job_id in (running, queued):
         assert client.wait(job_id, timeout=60)["status"] == "successful"
     assert client.status(running)["attempts"] == 1  # adopted, not re-run
-    lines = log.read_text().split()
+    lines = " ".join(run_log.lines()).split()
     assert lines.count("start") == 2 and lines.count("end") == 2
 
 
 def test_a_killed_supervisor_is_recovered_and_its_job_rerun_once(
-    live_server: Any, make_algorithm_repo: Callable[..., Path], tmp_path: Path
+    live_server: Any, make_algorithm_repo: Callable[..., Path], run_log: RunLog
 ) -> None:
     client = live_server.client
-    pid, log = _register(live_server, make_algorithm_repo, tmp_path, seconds=2)
+    pid = _register(live_server, make_algorithm_repo, run_log, seconds=2)
     job_id = client.submit(pid, {})["jobID"]
     supervisor = _supervisor_pid(live_server, job_id)
     os.kill(supervisor, signal.SIGKILL)
     final = client.wait(job_id, timeout=60)
     assert final["status"] == "successful"
     assert final["attempts"] == 2
-    entries = log.read_text().splitlines()
+    entries = run_log.lines()
     # the first copy was killed before the second started: never two at once
     assert [e.split()[0] for e in entries] == ["start", "start", "end"]
     events = [e["message"] or "" for e in client.events(job_id)]
@@ -87,10 +94,10 @@ def test_a_killed_supervisor_is_recovered_and_its_job_rerun_once(
 
 
 def test_after_the_attempt_cap_a_lost_job_fails_with_worker_lost(
-    start_live_server: Callable[..., Any], make_algorithm_repo: Callable[..., Path], tmp_path: Path
+    start_live_server: Callable[..., Any], make_algorithm_repo: Callable[..., Path], run_log: RunLog
 ) -> None:
     server = start_live_server(env={"DPS_MAX_ATTEMPTS": "1"})
-    pid, _ = _register(server, make_algorithm_repo, tmp_path, seconds=30)
+    pid = _register(server, make_algorithm_repo, run_log, seconds=30)
     job_id = server.client.submit(pid, {})["jobID"]
     os.kill(_supervisor_pid(server, job_id), signal.SIGKILL)
     final = server.client.wait(job_id, timeout=60)

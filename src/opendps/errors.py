@@ -137,3 +137,7 @@ class PayloadTooLarge(OpenDPSError):
     """The request body is too large."""
 
     status = 413
+
+
+class ConfigError(OpenDPSError):
+    """The server's configuration cannot work on this host."""

@@ -138,6 +138,11 @@ class Attempt:
     started: datetime
     finished: datetime | None
     exit_code: int | None
+    node: str | None = None  # machine + PID namespace (executors/recovery.py node_id)
+    run_pid: int | None = None  # the run command, once started
+    run_pid_started: float | None = None
+    run_cgroup: list[str] | None = None
+    run_finished: datetime | None = None  # the run command ended (its result is known)
 
 
 @dataclass(frozen=True)

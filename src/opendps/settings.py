@@ -30,6 +30,14 @@ def parse_size(value: str | int | float | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+def format_size(value: int) -> str:
+    """Bytes for people: 8589934592 -> "8 GiB", 1536 -> "1.5 KiB"."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= factor:
+            return f"{value / factor:.3g} {unit}"
+    return f"{value} B"
+
+
 def parse_duration(value: str | int | float | None) -> float | None:
     """``"10m"``, ``"2h"``, ``"90s"`` or a number of seconds -> seconds."""
     if value is None or value == "":
@@ -52,6 +60,10 @@ class QueueConfig(BaseModel):
     slots: int = 1  # jobs of this queue running at once, over all workers
     guest: bool = False  # usable by users without an account
     default: bool = False
+    # Processes (and threads) a job may have at once; the kernel refuses more (cgroup pids).
+    max_processes: int = 1024
+    # False: the job's box has no network but loopback (bwrap only).
+    network: bool = True
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -129,6 +141,21 @@ class Settings(BaseSettings):
     max_batch_request_bytes: int = 512 * 1024**2
     # Registrations (YAML, JSON, CWL, fetched executionUnit hrefs) larger than this are refused.
     max_registration_bytes: int = 5 * 1024**2
+    # How jobs and builds are boxed: auto = bwrap when installed, else process (DESIGN §12).
+    isolation: Literal["auto", "bwrap", "process"] = "auto"
+    # The unprivileged user jobs and builds run as when the server runs as root.
+    job_user: str = "dps-job"
+    # Host variables a job or build may see (besides the run contract's); names ending
+    # in "*" are prefixes. Proxies are not passed unless listed here.
+    job_env_allowlist: list[str] = Field(
+        default_factory=lambda: ["PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM"]
+    )
+    # A build (its build command) is stopped after this long (seconds or 10m / 2h).
+    build_time_limit: float = 3600.0
+    # Builds running at once (one user's slow build does not hold up the others).
+    build_slots: int = 2
+    # A running job whose supervisor is gone is recovered within this many seconds.
+    heartbeat_timeout: float = 60.0
     # Keep the work dirs of successful jobs (failed jobs' are always kept, for debugging).
     keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
@@ -140,6 +167,11 @@ class Settings(BaseSettings):
     @classmethod
     def _byte_limit(cls, value: Any) -> int | None:
         return parse_size(value)
+
+    @field_validator("build_time_limit", "heartbeat_timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float | None:
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -24,7 +24,7 @@ def create_app(
     *,
     services: Services | None = None,
     run_jobs: bool | None = None,
-    isolation: str = "process",
+    supervisors: str = "process",
 ) -> FastAPI:
     """The API. With ``run_jobs`` (default: settings.run_jobs) the local executor runs in it."""
     services = services or Services(settings or Settings())
@@ -38,7 +38,7 @@ def create_app(
         if executor_wanted:
             from opendps.executors.local import LocalExecutor
 
-            executor = LocalExecutor(services, isolation=isolation)
+            executor = LocalExecutor(services, supervisors=supervisors)
             executor.start()
         app.state.executor = executor
         try:

@@ -19,6 +19,7 @@ from opendps.cli.batches import batch_app
 from opendps.cli.jobs import job_app
 from opendps.cli.local import run_local_command
 from opendps.cli.queues import queues_command
+from opendps.cli.secrets import secrets_app
 from opendps.cli.server import server, worker
 from opendps.cli.users import user_app
 
@@ -31,6 +32,7 @@ app.add_typer(algorithm_app, name="algorithm")
 app.add_typer(job_app, name="job")
 app.add_typer(batch_app, name="batch")
 app.add_typer(user_app, name="user")
+app.add_typer(secrets_app, name="secrets")
 app.command()(server)
 app.command()(worker)
 app.command("queues")(queues_command)

@@ -25,9 +25,19 @@ def server(
     setup_logging()
     settings = load_settings(config, host=host, port=port, data_dir=data_dir)
     typer.echo(f"opendps {settings.base_url}  (data in {settings.data_dir})")
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5
-    )
+    app = _or_exit(lambda: create_app(settings))
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+def _or_exit(build):  # type: ignore[no-untyped-def]
+    """A configuration that cannot work is a clear start-up error, not a traceback."""
+    from opendps.errors import OpenDPSError
+
+    try:
+        return build()
+    except OpenDPSError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2)
 
 
 def worker(
@@ -43,10 +53,10 @@ def worker(
 
     setup_logging()
     settings = load_settings(config, data_dir=data_dir)
-    services = Services(settings)
+    services = _or_exit(lambda: Services(settings))
     services.catalog.sync_queues(settings.queues)
     executor = LocalExecutor(services, queues=queue or None)
-    executor.start()
+    _or_exit(executor.start)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -3,7 +3,13 @@
 It runs inside ``dps server`` and in ``dps worker`` processes against the same store.
 Slots are per queue over all workers (the store counts running jobs when claiming).
 Supervisors are forked by a launcher process (runner/supervisor.py), or, with
-``isolation="thread"`` (tests, run-local), run in a thread of this process.
+``supervisors="thread"`` (tests, run-local), run in a thread of this process. How each
+job's command is boxed (``isolation`` setting: bwrap or process) is decided once at start
+(runner/sandbox.py) and logged; ``process`` isolation is warned about.
+
+Every running job of this node is checked every few seconds, the ones this executor
+started included: a job whose supervisor is gone (or never started within
+``heartbeat_timeout``) is recovered, fenced by its attempt number.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from opendps.executors.recovery import process_alive, recover_host, recover_job, worker_id
+from opendps.errors import InvalidTransition
+from opendps.executors.recovery import (
+    is_orphaned,
+    node_id,
+    process_alive,
+    recover_job,
+    recover_node,
+    worker_id,
+)
 
 if TYPE_CHECKING:
     from opendps.service.context import Services
@@ -33,7 +47,7 @@ class LocalExecutor:
         services: Services,
         *,
         queues: Iterable[str] | None = None,
-        isolation: str = "process",
+        supervisors: str = "process",
         run_builds: bool = True,
     ) -> None:
         self.services = services
@@ -45,9 +59,10 @@ class LocalExecutor:
 
             raise NoSuchQueue(f"unknown queue(s) {unknown}")
         self.queue_slots = {n: self.settings.queue(n).slots for n in names}  # type: ignore[union-attr]
-        self.isolation = isolation
+        self.supervisors = supervisors
         self.run_builds = run_builds
         self.host = os.uname().nodename
+        self.node = node_id()
         self.worker = worker_id()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -60,11 +75,13 @@ class LocalExecutor:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._announce_box()
         self.recover()
         if self.run_builds:
             self.services.catalog.requeue_interrupted_builds()
-            self._spawn(self._build_loop, "dps-builds")
-        if self.isolation == "process":
+            for n in range(max(1, self.settings.build_slots)):
+                self._spawn(self._build_loop, f"dps-builds-{n}")
+        if self.supervisors == "process":
             self._start_launcher()
         self._spawn(self._dispatch_loop, "dps-dispatch")
 
@@ -87,12 +104,34 @@ class LocalExecutor:
         thread.start()
         self._threads.append(thread)
 
+    def _announce_box(self) -> None:
+        """Decide the isolation once (errors here stop the start) and say what it is."""
+        from opendps.runner import limits
+
+        sandbox = self.services.sandbox  # raises ConfigError for an isolation that cannot work
+        user = sandbox.user.name if sandbox.user else "the server's own user"
+        log.info(
+            "jobs run with isolation %s as %s; limits by %s",
+            sandbox.isolation,
+            user,
+            limits.describe_limits(),
+            extra={"action": "isolation"},
+        )
+        if sandbox.isolation == "process":
+            log.warning(
+                "isolation is 'process': jobs are not boxed (no private /proc, /tmp or mount "
+                "namespace; they can see the host's files that %s can read). Install "
+                "bubblewrap for the job box (docs/security-jobs.md).",
+                user,
+                extra={"action": "isolation_warning"},
+            )
+        sandbox.secure_data_dir(self.settings)
+
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> None:
-        adopted, recovered = recover_host(self.services, self.host)
-        for job in adopted:
-            attempt = self.services.job_store.attempts(job.id)[-1]
+        adopted, recovered = recover_node(self.services)
+        for job, attempt in adopted:
             if attempt.pid:
                 with self._local_lock:
                     self._adopted[job.id] = (attempt.pid, attempt.pid_started)
@@ -117,6 +156,23 @@ class LocalExecutor:
                 recover_job(self.services, job, "its supervisor process ended without finishing it")
             self.services.work_available.set()
 
+    def recover_stale(self) -> None:
+        """Running jobs of this node with no live supervisor, this executor's own included
+        (a supervisor that was killed, a launcher that died before starting one)."""
+        timeout = self.settings.heartbeat_timeout
+        for job, attempt in self.services.job_store.running_on_node(self.node):
+            if attempt is not None and attempt.worker == self.worker and attempt.pid is None:
+                with self._local_lock:
+                    waiting = job.id in self._local
+                if waiting and not is_orphaned(attempt, timeout):
+                    continue  # claimed here, its supervisor is starting
+            if is_orphaned(attempt, timeout):
+                with self._local_lock:
+                    self._local.pop(job.id, None)
+                    self._adopted.pop(job.id, None)
+                recover_job(self.services, job, "its supervisor process was gone", attempt)
+                self.services.work_available.set()
+
     # -- dispatching ----------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
@@ -139,7 +195,7 @@ class LocalExecutor:
     def _claim_all(self) -> None:
         while not self._stop.is_set():
             job = self.services.job_store.claim_next(
-                self.queue_slots, host=self.host, worker=self.worker
+                self.queue_slots, host=self.host, worker=self.worker, node=self.node
             )
             if job is None:
                 return
@@ -149,26 +205,17 @@ class LocalExecutor:
                 job.queue,
                 extra={"action": "job_claimed", "job_id": job.id},
             )
-            self._launch(job.id)
+            self._launch(job.id, job.attempts)
 
-    def recover_stale(self) -> None:
-        """Running jobs of this host with no live supervisor (e.g. one that was killed)."""
-        with self._local_lock:
-            mine = set(self._local) | set(self._adopted)
-        for job, attempt in self.services.job_store.running_on_host(self.host):
-            if job.id in mine or attempt is None or attempt.worker == self.worker:
-                continue
-            from opendps.executors.recovery import is_orphaned
-
-            if is_orphaned(attempt):
-                recover_job(self.services, job, "its supervisor process was gone")
-
-    def _launch(self, job_id: str) -> None:
+    def _launch(self, job_id: str, attempt: int) -> None:
         with self._local_lock:
             self._local[job_id] = None
-        if self.isolation == "thread":
+        if self.supervisors == "thread":
             thread = threading.Thread(
-                target=self._run_in_thread, args=(job_id,), name=f"job-{job_id[:8]}", daemon=True
+                target=self._run_in_thread,
+                args=(job_id, attempt),
+                name=f"job-{job_id[:8]}",
+                daemon=True,
             )
             thread.start()
             return
@@ -176,14 +223,19 @@ class LocalExecutor:
             if self._launcher is None or self._launcher.poll() is not None:
                 self._start_launcher()
             assert self._launcher is not None and self._launcher.stdin is not None
-            self._launcher.stdin.write(f"{job_id}\n".encode())
+            self._launcher.stdin.write(f"{job_id} {attempt}\n".encode())
             self._launcher.stdin.flush()
 
-    def _run_in_thread(self, job_id: str) -> None:
+    def _run_in_thread(self, job_id: str, attempt: int) -> None:
+        import psutil
+
         from opendps.runner.run import run_job
 
         try:
-            run_job(self.services, job_id)
+            me = psutil.Process()
+            store = self.services.job_store
+            if store.record_supervisor(job_id, me.pid, me.create_time(), attempt=attempt):
+                run_job(self.services, job_id, attempt=attempt)
         except Exception:
             log.exception("job %s: run_job raised", job_id)
         finally:
@@ -230,6 +282,7 @@ class LocalExecutor:
     # -- builds ---------------------------------------------------------------------------
 
     def _build_loop(self) -> None:
+        """One of ``build_slots`` threads: each takes the oldest queued build nobody took."""
         while not self._stop.is_set():
             builds = self.services.catalog.queued_builds()
             if not builds:
@@ -240,5 +293,8 @@ class LocalExecutor:
                     return
                 try:
                     self.services.algorithms.run_build(build)
+                    break  # look again: another slot may have taken the next ones
+                except InvalidTransition:
+                    continue  # another slot (or server) started it first
                 except Exception:
                     log.exception("build %s failed to run", build.id)

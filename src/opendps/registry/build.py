@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,11 @@ _EXEC_MAGIC = (b"#!", b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\x
 _GIT = ("git", "-c", "advice.detachedHead=false")
 
 
+#: Runs the build command: (argv, cwd, env, log, deadline) -> exit code. The service layer
+#: passes one that boxes it (runner/build_box.py); the default runs it directly.
+CommandRunner = Callable[[list[str], Path, dict[str, str], BinaryIO, float | None], int]
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """Where a successful build put things."""
@@ -66,6 +71,8 @@ def build_algorithm(
     *,
     timeout: float | None = None,
     python: str = sys.executable,
+    run_command: CommandRunner | None = None,
+    base_env: Mapping[str, str] | None = None,
 ) -> BuildResult:
     """Clone, create the virtualenv and run the build command of ``spec`` under ``target``.
 
@@ -83,6 +90,11 @@ def build_algorithm(
         still have their own generous limits).
     python
         The interpreter the virtualenv is created from.
+    run_command
+        Runs the build command (default: directly, in its own process group).
+    base_env
+        The host environment the build command starts from (default: this process's,
+        minus ``DPS_*``); the virtualenv is activated on top.
 
     Returns
     -------
@@ -108,7 +120,7 @@ def build_algorithm(
         started = time.monotonic()
         _note(log, f"building {spec.process_id} from {_redact(spec.repository_url)}")
         try:
-            commit = _build(spec, target, repo_dir, log, deadline, python)
+            commit = _build(spec, target, repo_dir, log, deadline, python, run_command, base_env)
         except BuildError as exc:
             _note(log, f"build failed after {time.monotonic() - started:.2f} s: {exc.message}")
             raise
@@ -123,6 +135,8 @@ def _build(
     log: BinaryIO,
     deadline: float | None,
     python: str,
+    run_command: CommandRunner | None = None,
+    base_env: Mapping[str, str] | None = None,
 ) -> str:
     """The build's steps in order; answers the commit checked out."""
     algorithm_dir, env_dir, home = repo_dir.parent, target / "env", target / "home"
@@ -136,13 +150,15 @@ def _build(
     create_virtualenv(env_dir, python=python, log=log, timeout=_remaining(deadline, VENV_TIMEOUT))
     _note(log, f"virtualenv ready in {time.monotonic() - venv_started:.2f} s")
     if spec.build_command:
-        env = algorithm_environment(env_dir, os.environ)
+        if base_env is None:
+            base_env = {k: v for k, v in os.environ.items() if not k.startswith("DPS_")}
+        env = algorithm_environment(env_dir, base_env)
         env["HOME"] = str(home)
         env.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")  # no PyPI call per build
         # Only what a login shell loses; the server's own DPS_* settings stay off disk.
         write_login_profile(home, {k: env[k] for k in ("PATH", "VIRTUAL_ENV")})
         argv = _build_argv(spec.build_command, algorithm_dir, repo_dir)
-        _run_build_command(argv, algorithm_dir, env, log, deadline)
+        _run_build_command(argv, algorithm_dir, env, log, deadline, run_command)
     return commit
 
 
@@ -286,10 +302,20 @@ def _git_environment() -> dict[str, str]:
 
 
 def _run_build_command(
-    argv: list[str], cwd: Path, env: dict[str, str], log: BinaryIO, deadline: float | None
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log: BinaryIO,
+    deadline: float | None,
+    run_command: CommandRunner | None = None,
 ) -> None:
     offset = _log_offset(log)
-    code = _run(argv, cwd, env, log, deadline, None, "build command")
+    if run_command is None:
+        code = _run(argv, cwd, env, log, deadline, None, "build command")
+    else:
+        _note(log, "$ " + " ".join(shlex.quote(_redact(a)) for a in argv))
+        code = run_command(argv, cwd, env, log, deadline)
+        _note(log, f"exit code {code}")
     if code != 0:
         raise BuildError(f"the build command exited {code}: {_log_tail(log, offset)}")
 

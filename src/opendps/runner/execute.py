@@ -41,6 +41,7 @@ from pathlib import Path
 import psutil
 
 from opendps.runner import limits
+from opendps.runner.sandbox import JobUser
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,32 @@ def execute(
     on_start: Callable[[int], None] | None = None,
     sample_interval: float = 0.25,
     job_id: str | None = None,
+    cpus: float | None = None,
+    max_processes: int | None = None,
+    user: JobUser | None = None,
+    boxed: bool = False,
 ) -> ExecResult:
     """Run ``argv`` to its end (or its limit, or a cancel) and measure it.
 
-    ``time_limit`` (seconds) and ``memory_limit`` (bytes) of None or 0 mean no limit.
+    ``time_limit`` (seconds) and ``memory_limit`` (bytes) of None or 0 mean no limit;
+    ``cpus`` is a CPU quota and ``max_processes`` a cap on forks (both need a cgroup).
     ``memory_enforcement`` says how the memory limit was enforced ("none" without one).
+    ``user``: the child drops to that user after joining its cgroup (process isolation as
+    root). ``boxed``: ``argv`` starts bwrap, whose own process is spared the SIGTERM of a
+    stop so that the job's processes get their grace period (bwrap kills them at once
+    when it dies).
     Raises ``OSError`` if the command cannot be started (not found, not executable).
     """
-    group = limits.create_job_cgroup(job_id or f"run-{uuid.uuid4().hex[:12]}", memory_limit)
+    group = limits.create_job_cgroup(
+        job_id or f"run-{uuid.uuid4().hex[:12]}",
+        memory_limit,
+        cpus=cpus,
+        max_processes=max_processes,
+    )
     try:
         started, t0 = time.time(), time.monotonic()
         proc, group, enforcement = _start(
-            argv, cwd, env, stdout_path, stderr_path, group, memory_limit
+            argv, cwd, env, stdout_path, stderr_path, group, memory_limit, user
         )
         pid = proc.pid
         waiter = _ExitWaiter(pid)
@@ -111,13 +126,13 @@ def execute(
             )
             if stop is not None:
                 tree.sample()  # last look at the CPU of processes the kill will orphan
-                _terminate(pid, kill_grace, group)
+                end_processes(pid, kill_grace, group, spare=pid if boxed else None)
             waiter.wait(None)
             if tree.sample_leftovers():
-                _terminate(pid, kill_grace, group)
+                end_processes(pid, kill_grace, group)
         finally:
             if waiter.result is None:  # an exception (or KeyboardInterrupt) above: end it all
-                _terminate(pid, 0.0, group)
+                end_processes(pid, 0.0, group)
                 waiter.wait(None)
             waiter.close()
             proc.returncode = waiter.returncode  # already reaped: keep Popen from trying again
@@ -135,7 +150,7 @@ def kill_process_group(pgid: int, grace: float, *, job_id: str | None = None) ->
     processes that left the session). Zombies count as ended.
     """
     group = limits.find_job_cgroup(job_id) if job_id else None
-    _terminate(pgid, grace, group)
+    end_processes(pgid, grace, group)
 
 
 # -- start and supervise ---------------------------------------------------------------------
@@ -157,17 +172,18 @@ def _start(
     stderr_path: Path,
     group: limits.JobCgroup | None,
     memory_limit: int | None,
+    user: JobUser | None,
 ) -> tuple[subprocess.Popen[bytes], limits.JobCgroup | None, str]:
     """Start the command; return it, the cgroup it runs in, and the memory enforcement."""
     try:
-        proc = _popen(argv, cwd, env, stdout_path, stderr_path, group, memory_limit)
+        proc = _popen(argv, cwd, env, stdout_path, stderr_path, group, memory_limit, user)
         return proc, group, _enforcement(group, memory_limit)
     except subprocess.SubprocessError as exc:  # joining the cgroup failed in the child
         if group is None:
             raise
         log.warning("cannot start in cgroup %s (%s); starting without", group.path, exc)
         group.remove()
-    proc = _popen(argv, cwd, env, stdout_path, stderr_path, None, memory_limit)
+    proc = _popen(argv, cwd, env, stdout_path, stderr_path, None, memory_limit, user)
     return proc, None, _enforcement(None, memory_limit)
 
 
@@ -179,16 +195,20 @@ def _popen(
     stderr_path: Path,
     group: limits.JobCgroup | None,
     memory_limit: int | None,
+    user: JobUser | None = None,
 ) -> subprocess.Popen[bytes]:
     with ExitStack() as stack:
         # O_APPEND: a retried attempt or the runner's own notes are never overwritten.
         out = stack.enter_context(open(stdout_path, "ab"))
         err = stack.enter_context(open(stderr_path, "ab"))
-        preexec: Callable[[], object] | None = None
+        steps: list[Callable[[], object]] = []
         if group is not None:
-            preexec = stack.enter_context(limits.cgroup_preexec(group))
+            steps.append(stack.enter_context(limits.cgroup_preexec(group)))
         elif memory_limit and limits.has_rlimit():
-            preexec = limits.rlimit_preexec(memory_limit)
+            steps.append(limits.rlimit_preexec(memory_limit))
+        if user is not None:  # last: joining the cgroup needs root
+            steps.append(_drop_to(user))
+        preexec = _chain(steps) if steps else None
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
@@ -200,6 +220,25 @@ def _popen(
             preexec_fn=preexec,
             close_fds=True,
         )
+
+
+def _drop_to(user: JobUser) -> Callable[[], None]:
+    """A ``preexec_fn`` step that becomes ``user`` (no supplementary groups) for good."""
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+
+    return drop
+
+
+def _chain(steps: list[Callable[[], object]]) -> Callable[[], None]:
+    def run_all() -> None:
+        for step in steps:
+            step()
+
+    return run_all
 
 
 def _supervise(
@@ -441,10 +480,17 @@ def _session_members(sid: int) -> set[int]:
 # -- ending a job ----------------------------------------------------------------------------
 
 
-def _terminate(pgid: int, grace: float, group: limits.JobCgroup | None) -> None:
-    """SIGTERM everything of the job, wait up to ``grace``, then SIGKILL until it is gone."""
+def end_processes(
+    pgid: int, grace: float, group: limits.JobCgroup | None, *, spare: int | None = None
+) -> None:
+    """End a job's process tree: the one kill used by cancel, timeouts and recovery.
+
+    SIGTERM everything of the job (its cgroup first, then its process group and session),
+    wait up to ``grace``, then SIGKILL until it is gone. ``spare`` is left out of the
+    SIGTERM only (the bwrap process, whose death would SIGKILL the box at once).
+    """
     if grace > 0:
-        _signal_job(pgid, signal.SIGTERM, group)
+        _signal_job(pgid, signal.SIGTERM, group, spare)
         if _wait_gone(pgid, group, grace):
             return
     deadline = time.monotonic() + _KILL_WAIT
@@ -454,18 +500,32 @@ def _terminate(pgid: int, grace: float, group: limits.JobCgroup | None) -> None:
             return
 
 
-def _signal_job(pgid: int, sig: int, group: limits.JobCgroup | None) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _signal_job(
+    pgid: int, sig: int, group: limits.JobCgroup | None, spare: int | None = None
+) -> None:
+    if group is not None:
+        for pid in group.pids():
+            if pid != spare and pid > 1 and pid != os.getpid():
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if sig == signal.SIGKILL:
+            group.signal_all(sig)
+    if pgid <= 1:  # no process group known (0 would be our own group!)
+        return
+    if spare is None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     for pid in _session_members(pgid):  # members that moved to another process group
+        if pid == spare:
+            continue
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-    if group is not None:
-        group.signal_all(sig)
 
 
 def _wait_gone(pgid: int, group: limits.JobCgroup | None, timeout: float) -> bool:
@@ -481,6 +541,8 @@ def _alive(pgid: int, group: limits.JobCgroup | None) -> bool:
     """Is any process of the job still running? (Zombies are dead, just not yet reaped.)"""
     if group is not None and group.pids():
         return True
+    if pgid <= 1:
+        return False
     for pid in _session_members(pgid):
         try:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:

@@ -47,14 +47,33 @@ JOBS_FOLDER = "opendps"
 
 @dataclass(frozen=True)
 class JobCgroup:
-    """One job's cgroup: where its processes live, what they used, how to end them."""
+    """One job's cgroup: where its processes live, what they used, how to end them.
+
+    On v1 each controller is its own hierarchy: ``path`` is the job's memory cgroup (it
+    lists the processes and holds the memory accounting) and ``extra`` its pids and cpu
+    cgroups, when those hierarchies are mounted and writable.
+    """
 
     path: Path
     version: int  # 1 or 2
+    extra: tuple[Path, ...] = ()
 
     @property
     def enforcement(self) -> str:
         return CGROUP_V2 if self.version == 2 else CGROUP_V1
+
+    @property
+    def all_paths(self) -> tuple[Path, ...]:
+        return (self.path, *self.extra)
+
+    def controllers(self) -> list[str]:
+        """What this cgroup limits, e.g. ["memory", "pids", "cpu"]."""
+        if self.version == 2:
+            try:
+                return (self.path.parent / "cgroup.subtree_control").read_text().split()
+            except OSError:
+                return []
+        return ["memory", *(_controller_of(p) for p in self.extra)]
 
     def pids(self) -> list[int]:
         """Every live process of the job (zombies have already left the cgroup)."""
@@ -111,24 +130,30 @@ class JobCgroup:
 
     def remove(self) -> None:
         """Remove the cgroup (killing stragglers first) and the jobs folder if now empty."""
-        if not self.path.exists():
-            return
-        self.kill_all()
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    log.warning("cannot remove cgroup %s: %s", self.path, exc)
-                    return
-                time.sleep(0.01)  # the last task is still exiting
+        if self.path.exists():
+            self.kill_all()
+        for path in self.all_paths:
+            _remove_dir(path)
+
+
+def _remove_dir(path: Path) -> None:
+    if not path.exists():
+        return
+    for _ in range(50):
         try:
-            self.path.parent.rmdir()  # fails while other jobs run: that is fine
-        except OSError:
-            pass
+            path.rmdir()
+            break
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                log.warning("cannot remove cgroup %s: %s", path, exc)
+                return
+            time.sleep(0.01)  # the last task is still exiting
+    try:
+        path.parent.rmdir()  # fails while other jobs run: that is fine
+    except OSError:
+        pass
 
 
 def memory_control() -> str:
@@ -139,8 +164,18 @@ def memory_control() -> str:
     return RLIMIT if has_rlimit() else NONE
 
 
-def create_job_cgroup(name: str, memory_limit: int | None = None) -> JobCgroup | None:
-    """Create a fresh cgroup for one job, with ``memory_limit`` bytes if given; None if we cannot.
+def create_job_cgroup(
+    name: str,
+    memory_limit: int | None = None,
+    *,
+    cpus: float | None = None,
+    max_processes: int | None = None,
+) -> JobCgroup | None:
+    """Create a fresh cgroup for one job, with its limits; None if we cannot.
+
+    ``memory_limit`` bytes, ``cpus`` (a CPU quota: 1.5 = one and a half CPUs) and
+    ``max_processes`` (the kernel refuses more forks). The memory cgroup is required; pids
+    and cpu are applied where the host lets us (v1: their hierarchies are writable).
 
     A leftover cgroup of the same name (an earlier attempt of the job whose supervisor died)
     is emptied and replaced: two copies of one job must never run at once.
@@ -149,12 +184,15 @@ def create_job_cgroup(name: str, memory_limit: int | None = None) -> JobCgroup |
     if base is None:
         return None
     version, folder = base
-    group = JobCgroup(folder / _safe_name(name), version)
+    safe = _safe_name(name)
+    extra = tuple(f / safe for f in _v1_extra_folders()) if version == 1 else ()
+    group = JobCgroup(folder / safe, version, extra)
     try:
         _replace_dir(group)
         if memory_limit:
             limit_file = "memory.max" if version == 2 else "memory.limit_in_bytes"
             (group.path / limit_file).write_text(str(int(memory_limit)))
+        _apply_cpu_and_pids(group, cpus, max_processes)
     except OSError as exc:
         log.warning("no cgroup for job %s (%s); falling back", name, exc)
         group.remove()
@@ -167,8 +205,57 @@ def find_job_cgroup(name: str) -> JobCgroup | None:
     base = _cgroup_base()
     if base is None:
         return None
-    group = JobCgroup(base[1] / _safe_name(name), base[0])
+    safe = _safe_name(name)
+    extra = tuple(f / safe for f in _v1_extra_folders()) if base[0] == 1 else ()
+    group = JobCgroup(base[1] / safe, base[0], tuple(p for p in extra if p.is_dir()))
     return group if group.path.is_dir() else None
+
+
+def describe_limits() -> str:
+    """How this host limits jobs, for the start-up log: e.g. "cgroup-v1 (memory, pids, cpu)"."""
+    base = _cgroup_base()
+    if base is None:
+        return memory_control()
+    if base[0] == 1:
+        names = ["memory", *_V1_EXTRA_NAMES.get("found", [])]
+        return f"{CGROUP_V1} ({', '.join(names)})"
+    return f"{CGROUP_V2} (memory, pids and cpu where delegated)"
+
+
+def cgroup_from_paths(paths: list[str]) -> JobCgroup | None:
+    """A job cgroup recorded in the store (recovery), if it still exists."""
+    existing = [Path(p) for p in paths if p]
+    if not existing or not existing[0].is_dir():
+        return None
+    version = 2 if (existing[0] / "memory.max").exists() else 1
+    return JobCgroup(existing[0], version, tuple(p for p in existing[1:] if p.is_dir()))
+
+
+_CPU_PERIOD = 100_000  # microseconds
+
+
+def _controller_of(path: Path) -> str:
+    """Which v1 hierarchy a job folder belongs to ("pids" or "cpu"), by its files."""
+    if (path / "pids.max").exists():
+        return "pids"
+    return "cpu" if (path / "cpu.cfs_quota_us").exists() else "?"
+
+
+def _apply_cpu_and_pids(group: JobCgroup, cpus: float | None, max_processes: int | None) -> None:
+    quota = int(cpus * _CPU_PERIOD) if cpus else None
+    if group.version == 2:
+        if max_processes:
+            _write(group.path / "pids.max", str(int(max_processes)))
+        if quota:
+            _write(group.path / "cpu.max", f"{quota} {_CPU_PERIOD}")
+        return
+    for path in group.extra:
+        controller = _controller_of(path)
+        if controller == "pids" and max_processes:
+            (path / "pids.max").write_text(str(int(max_processes)))
+        elif controller == "cpu" and quota:
+            (path / "cpu.cfs_period_us").write_text(str(_CPU_PERIOD))
+            (path / "cpu.cfs_quota_us").write_text(str(quota))
 
 
 def rlimit_preexec(memory_limit: int) -> Callable[[], None]:
@@ -187,14 +274,17 @@ def rlimit_preexec(memory_limit: int) -> Callable[[], None]:
 def cgroup_preexec(group: JobCgroup) -> Iterator[Callable[[], None]]:
     """A ``preexec_fn`` that moves the child into ``group`` before it execs the command.
 
-    The file is opened here, in the parent, so that the child makes a single ``write``
-    between fork and exec (no imports or locks that could deadlock); "0" means "myself".
+    The files are opened here, in the parent, so that the child makes one ``write`` per
+    hierarchy between fork and exec (no imports or locks that could deadlock); "0" means
+    "myself". They are opened as root, so a child that drops to the job user afterwards
+    has already joined.
     """
-    fd = os.open(group.path / "cgroup.procs", os.O_WRONLY)
+    fds = [os.open(path / "cgroup.procs", os.O_WRONLY) for path in group.all_paths]
     try:
-        yield lambda: _write_fd(fd, b"0")
+        yield lambda: [_write_fd(fd, b"0") for fd in fds] and None
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def _write_fd(fd: int, data: bytes) -> None:
@@ -215,6 +305,36 @@ def _cgroup_base() -> tuple[int, Path] | None:
         if _probe(version, folder):
             return version, folder
     return None
+
+
+_V1_EXTRA_NAMES: dict[str, list[str]] = {}
+
+
+@functools.cache
+def _v1_extra_folders() -> tuple[Path, ...]:
+    """Job folders in the v1 pids and cpu hierarchies that we may write (else skipped)."""
+    found = []
+    for controller in ("pids", "cpu"):
+        mount = _mount_point("cgroup", controller)
+        path = _own_cgroup_path(lambda ctrls, c=controller: c in ctrls.split(","))
+        if mount is None or path is None:
+            continue
+        folder = _join(mount, path) / JOBS_FOLDER
+        probe = folder / f"probe-{os.getpid()}"
+        try:
+            folder.mkdir(exist_ok=True)
+            probe.mkdir()
+            found.append(folder)
+            _V1_EXTRA_NAMES.setdefault("found", []).append(controller)
+        except OSError:
+            continue
+        finally:
+            for leftover in (probe, folder):
+                try:
+                    leftover.rmdir()
+                except OSError:
+                    pass
+    return tuple(found)
 
 
 def _v2_own_cgroup() -> Path | None:
@@ -319,18 +439,27 @@ def _replace_dir(group: JobCgroup) -> None:
     if group.path.exists():
         log.warning("cgroup %s exists; ending its processes", group.path)
         group.kill_all()
-        group.path.rmdir()
+    for path in group.all_paths:
+        if path.exists():
+            path.rmdir()
     _make_dirs(group)
 
 
 def _make_dirs(group: JobCgroup) -> None:
+    for path in group.all_paths:
+        _make_dir(path, group.version)
+
+
+def _make_dir(path: Path, version: int) -> None:
     # Another job may remove the (empty) jobs folder between our two mkdirs: retry.
     for attempt in range(3):
         try:
-            group.path.parent.mkdir(exist_ok=True)
-            if group.version == 2:
-                _write(group.path.parent / "cgroup.subtree_control", "+memory", strict=True)
-            group.path.mkdir()
+            path.parent.mkdir(exist_ok=True)
+            if version == 2:
+                _write(path.parent / "cgroup.subtree_control", "+memory", strict=True)
+                for controller in ("+pids", "+cpu"):  # where delegated; memory is required
+                    _write(path.parent / "cgroup.subtree_control", controller)
+            path.mkdir()
             return
         except FileNotFoundError:
             if attempt == 2:

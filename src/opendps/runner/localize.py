@@ -1,9 +1,9 @@
 """Download a job's file inputs into its ``input/`` folder (DESIGN §4, §9 "Downloads").
 
 Each URL is fetched at most once per machine: downloads land in a shared cache,
-``<cache_dir>/<sha256 of the URL>/<basename>``, and are hard-linked into the job's
-``input/`` folder (copied only when the two are on different file systems). A lock file
-per cache entry lets concurrent jobs share one download.
+``<cache_dir>/<sha256 of the URL>/<basename>``, and are copied into the job's ``input/``
+folder (a reflink where the file system can share blocks copy-on-write, else a real
+copy). A lock file per cache entry lets concurrent jobs share one download.
 
 Naming: a file lands in ``input/`` under the last segment of the URL path, query string
 dropped and percent-decoding applied (``…/a%20b.tif?x=1`` → ``a b.tif``). When two
@@ -12,8 +12,8 @@ extension, in input order (``x.tif``, ``x_1.tif``; ``x.tar.gz`` → ``x_1.tar.gz
 The same URL given twice lands once. A URL without a usable basename is named after its
 input.
 
-Cached files are made read-only, because a hard link shares the bytes: a job that
-rewrites its input in place would otherwise change the cache for every later job.
+Never a hard link (DESIGN §12): a job that appended to a hard-linked input changed the
+cached file (and a local source) for every later job. Cached files are read-only too.
 """
 
 from __future__ import annotations
@@ -50,7 +50,16 @@ CANCEL_CHECK_INTERVAL = 0.5  # should_cancel may hit a database: ask at most thi
 LOCK_POLL_INTERVAL = 0.1  # while another job downloads the same URL
 S3_PROTOCOLS = ("s3", "s3a")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_LINK_ERRORS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
+# ioctl(FICLONE): share the blocks copy-on-write (btrfs, xfs); a write then copies them.
+_FICLONE = 0x40049409
+_NO_REFLINK = {
+    errno.EXDEV,
+    errno.EPERM,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.EINVAL,
+    errno.ENOTTY,
+}
 
 
 class LocalizeCancelled(LocalizeError):
@@ -274,18 +283,25 @@ def _local_path(url: str) -> Path:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link (no bytes copied), or copy across devices; atomic either way."""
+    """Copy ``source`` to ``target`` (a reflink when possible), atomically; never a link."""
     part = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     try:
-        try:
-            os.link(source, part)
-        except OSError as exc:
-            if exc.errno not in _LINK_ERRORS:
-                raise
+        if not _reflink(source, part):
             shutil.copyfile(source, part)
         os.replace(part, target)
     finally:
-        part.unlink(missing_ok=True)  # still there if target already was this very file
+        part.unlink(missing_ok=True)
+
+
+def _reflink(source: Path, target: Path) -> bool:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+            return True
+        except OSError as exc:
+            if exc.errno not in _NO_REFLINK:
+                raise
+            return False
 
 
 @contextlib.contextmanager

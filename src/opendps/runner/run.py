@@ -1,7 +1,14 @@
 """run_job: the one code path that runs a claimed job, whichever executor called it.
 
-claimed (running) -> build check -> prepare work dir -> localize -> execute -> stage -> finish.
-Every path ends in a terminal state with ``reason`` and ``phase`` (DESIGN §3).
+claimed (running) -> build check -> prepare work dir -> disk check -> localize -> execute
+-> stage -> finish. Every path ends in a terminal state with ``reason`` and ``phase``
+(DESIGN §3).
+
+Exactly one run (DESIGN §12): ``run_job`` works on one attempt of the job, and every store
+write about it is fenced by that attempt number. The run command's pid and cgroup go to
+the store when it starts and its end when it ends; from then on, a failure in staging or
+in the final store write ends the job (``upload_error`` / ``worker_lost``) and never runs
+the command again.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class JobFailed(Exception):
 @dataclass
 class RunState:
     job: Job
+    attempt: int = 0
     work: WorkDir | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
@@ -79,12 +87,18 @@ class CancelWatch:
         return self.event.is_set()
 
 
-def run_job(services: Services, job_id: str, *, cancel_event: threading.Event | None = None) -> Job:
-    """Run a job that is already ``running`` (claimed) to a terminal state."""
+def run_job(
+    services: Services,
+    job_id: str,
+    *,
+    cancel_event: threading.Event | None = None,
+    attempt: int | None = None,
+) -> Job:
+    """Run attempt ``attempt`` (default: the current one) of a claimed job to its end."""
     job = services.job_store.get_job(job_id)
-    if job.status != JobStatus.RUNNING:
+    if job.status != JobStatus.RUNNING or (attempt is not None and job.attempts != attempt):
         return job
-    state = RunState(job=job)
+    state = RunState(job=job, attempt=job.attempts)
     watch = CancelWatch(services, job_id)
     if cancel_event is not None:
         watch.event = cancel_event
@@ -111,6 +125,7 @@ def _phase_of(state: RunState) -> Phase:
 def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None:
     settings = services.settings
     job = state.job
+    state.metrics.update(services.sandbox.facts())  # on every job, also one that fails early
     algorithm = services.catalog.get_algorithm_by_id(job.algorithm_id)
     spec = AlgorithmSpec.model_validate(algorithm.spec)
     build = algorithm.build
@@ -130,6 +145,7 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
     state.work = work
 
     state.enter(Phase.LOCALIZE)
+    _check_disk_space(services, state, spec)
     _localize(services, state, spec, watch)
     _check_cancel(watch, Phase.LOCALIZE)
 
@@ -191,13 +207,35 @@ def _localize(services: Services, state: RunState, spec: AlgorithmSpec, watch: C
     }
 
 
+def _check_disk_space(services: Services, state: RunState, spec: AlgorithmSpec) -> None:
+    """``disk_space`` of the registration must be free before the job starts; old cache
+    entries and old finished jobs' work dirs make room first (oldest first)."""
+    from opendps.runner.diskspace import DiskShortage, ensure_free_space
+    from opendps.settings import parse_size
+
+    try:
+        needed = parse_size(spec.disk_space) if spec.disk_space else None
+    except ValueError:
+        needed = None
+    if not needed:
+        return
+    assert state.work is not None
+    try:
+        report = ensure_free_space(services, state.work.root, needed)
+    except DiskShortage as exc:
+        raise JobFailed(JobStatus.FAILED, Reason.LOCALIZE_ERROR, Phase.LOCALIZE, str(exc))
+    state.metrics["disk_space"] = report
+
+
 def job_environment(
     services: Services, job: Job, work: WorkDir, env_dir: str | None
 ) -> dict[str, str]:
-    """The run contract's environment (DESIGN §4)."""
+    """The run contract's environment (DESIGN §4, §12): the host allowlist, the algorithm's
+    build environment and the contract's variables — never the server's DPS_* settings or
+    credentials."""
     from opendps.registry.environment import algorithm_environment
 
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DPS_") or k == "DPS_URL"}
+    base = services.sandbox.base_environment()
     env = algorithm_environment(Path(env_dir) if env_dir else None, base)
     token = services.identity.job_token(job.id)
     api_url = (services.settings.base_url or "").rstrip("/")
@@ -235,19 +273,22 @@ def _execute(
     write_login_profile(work.home, env)
     if spec.builtin_module:
         argv = [os.environ.get("DPS_PYTHON", _python()), "-m", spec.builtin_module]
+        env["PYTHONPATH"] = _opendps_path()
     elif spec.cwl:
         from opendps.runner.cwl_exec import prepare_cwl_run
 
         argv, notes = prepare_cwl_run(spec, job, work, os.environ.get("DPS_PYTHON", _python()))
         state.warnings.extend(notes)
+        env["PYTHONPATH"] = _opendps_path()
     else:
         try:
             argv = resolve_run_command(spec, Path(algorithm_dir or ""))
         except OpenDPSError as exc:
             raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
         argv += positional_args(spec, job.inputs)
+    build_dir = Path(algorithm_dir).parent if algorithm_dir else None
     try:
-        result = _start_execute(services, state, argv, env, queue, watch)
+        result = _start_execute(services, state, argv, env, queue, watch, build_dir)
     except OSError as exc:  # e.g. a shebang naming an interpreter that does not exist
         raise JobFailed(
             JobStatus.FAILED,
@@ -280,14 +321,7 @@ def _execute(
             else "killed after its time limit",
         )
     if result.oom:
-        raise JobFailed(
-            JobStatus.FAILED,
-            Reason.OOM,
-            Phase.RUN,
-            f"killed for using more than the queue's memory limit ({queue.memory} bytes)"
-            if queue and queue.memory
-            else "killed for running out of memory",
-        )
+        raise JobFailed(JobStatus.FAILED, Reason.OOM, Phase.RUN, oom_message(services, queue))
     if result.exit_code != 0:
         how = (
             f"exit code {result.exit_code}"
@@ -315,36 +349,100 @@ def _start_execute(
     env: dict[str, str],
     queue: Any,
     watch: CancelWatch,
+    build_dir: Path | None,
 ) -> Any:
+    """Box the command (runner/sandbox.py), hand the work dir over, run, take it back."""
     from opendps.runner.execute import execute
+    from opendps.runner.sandbox import BWRAP
+    from opendps.runner.workdir import hand_over, take_back
 
     work = state.work
     assert work is not None
-    return execute(
-        argv,
-        cwd=work.root,
-        env=env,
-        stdout_path=work.stdout,
-        stderr_path=work.stderr,
-        time_limit=queue.time_limit if queue else None,
-        memory_limit=queue.memory if queue else None,
-        kill_grace=services.settings.kill_grace,
-        should_cancel=watch,
-        cancel_event=watch.event,
-        job_id=state.job.id,
-        on_start=lambda pid: _record_run_pid(work, pid),
-    )
+    sandbox = services.sandbox
+    network = queue.network if queue else True
+    box = sandbox.box(work.root, [build_dir] if build_dir else [], network=network)
+    launch = sandbox.launch(box, argv, env)
+    state.metrics.update(sandbox.facts(), network=network)
+    if sandbox.user is not None:
+        hand_over(work.root, sandbox.user.uid, sandbox.user.gid)
+    try:
+        return execute(
+            launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdout_path=work.stdout,
+            stderr_path=work.stderr,
+            time_limit=queue.time_limit if queue else None,
+            memory_limit=queue.memory if queue else None,
+            cpus=queue.cpus if queue else None,
+            max_processes=queue.max_processes if queue else None,
+            user=launch.user,
+            boxed=launch.isolation == BWRAP,
+            kill_grace=services.settings.kill_grace,
+            should_cancel=watch,
+            cancel_event=watch.event,
+            job_id=state.job.id,
+            on_start=lambda pid: _record_run_start(services, state, pid),
+        )
+    finally:
+        _record_run_end(services, state)
+        if sandbox.user is not None:
+            removed = take_back(work.root)
+            state.warnings.extend(f"removed from the work dir: {r}" for r in removed)
 
 
-def _record_run_pid(work: WorkDir, pid: int) -> None:
-    """Recovery kills this process group if the supervisor dies (executors/recovery.py)."""
+def _record_run_start(services: Services, state: RunState, pid: int) -> None:
+    """The run's pid, start time and cgroup go to the store (recovery ends it by them)."""
     import psutil
+
+    from opendps.runner import limits
 
     try:
         started = psutil.Process(pid).create_time()
     except psutil.Error:
-        return
-    (work.root / "_run.pid").write_text(f"{pid} {started}")
+        started = time.time()
+    group = limits.find_job_cgroup(state.job.id)
+    paths = [str(p) for p in group.all_paths] if group is not None else []
+    state.metrics["limits"] = group.controllers() if group is not None else []
+    try:
+        services.job_store.record_run_start(state.job.id, state.attempt, pid, started, paths)
+    except Exception as exc:  # the run goes on; recovery falls back to the cgroup name
+        log.warning("job %s: cannot record the run's pid: %s", state.job.id, exc)
+
+
+def _record_run_end(services: Services, state: RunState) -> None:
+    try:
+        services.job_store.record_run_end(state.job.id, state.attempt)
+    except Exception as exc:
+        log.warning("job %s: cannot record the run's end: %s", state.job.id, exc)
+
+
+def oom_message(services: Services, queue: Any) -> str:
+    """Names the limit and the next bigger queue, if there is one."""
+    from opendps.settings import format_size
+
+    if not queue or not queue.memory:
+        return "killed for running out of memory"
+    message = (
+        f"killed for using more than the memory limit of queue {queue.name} "
+        f"({format_size(queue.memory)})"
+    )
+    bigger = sorted(
+        (q for q in services.settings.queues if q.memory and q.memory > queue.memory),
+        key=lambda q: q.memory,
+    )
+    if bigger:
+        message += f"; the next bigger queue is {bigger[0].name} ({format_size(bigger[0].memory)})"
+    else:
+        message += "; there is no queue with more memory"
+    return message
+
+
+def _opendps_path() -> str:
+    """Where opendps is imported from, for built-in processes run in the box."""
+    import opendps
+
+    return str(Path(opendps.__file__).parent.parent)
 
 
 def _python() -> str:
@@ -354,7 +452,8 @@ def _python() -> str:
 
 
 def _stage(services: Services, state: RunState) -> None:
-    """Copy the logs into output/ and upload output/ to storage (also for failed jobs)."""
+    """Copy the logs into output/ and upload output/ to storage (also for failed jobs),
+    within ``stage_time_limit``."""
     from opendps.service.jobs import output_prefix
 
     work = state.work
@@ -363,15 +462,45 @@ def _stage(services: Services, state: RunState) -> None:
     secret_values = services.secrets.values(state.job.owner)
     for path in (work.stdout, work.stderr):
         mask_secrets(path, secret_values)
-        if path.exists():
+        if path.is_file() and not path.is_symlink():
             shutil.copyfile(path, work.output / path.name)
     started = time.monotonic()
-    files = services.storage.put_dir(work.output, output_prefix(state.job))
+    prefix = output_prefix(state.job)
+    files = _within(
+        services.settings.stage_time_limit,
+        lambda: services.storage.put_dir(work.output, prefix),
+        "uploading the outputs",
+    )
     state.metrics["stage"] = {
         "files": len(files),
         "bytes": sum(f.size for f in files),
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def _within(limit: float | None, work: Any, what: str) -> Any:
+    """Run ``work()`` in a thread; raise TimeoutError if it takes longer than ``limit``.
+
+    An upload cannot be interrupted from outside, so a late one is left to finish in the
+    background (the supervisor process ends right after the job does)."""
+    if not limit:
+        return work()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="dps-stage", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise TimeoutError(f"{what} took longer than stage_time_limit ({limit:g} s)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _finish(
@@ -382,30 +511,41 @@ def _finish(
     phase: Phase | None,
     message: str,
 ) -> Job:
+    """Stage, then the one final store write of this attempt (fenced by its number).
+
+    Nothing here re-queues: once the run command started, a staging failure ends the job
+    with ``upload_error`` and a store that refuses the final write leaves the attempt marked
+    "run ended", which recovery turns into ``worker_lost`` instead of a second run.
+    """
     from opendps.runner.hostinfo import host_facts
-    from opendps.service.jobs import output_prefix
 
     job = state.job
+    fields: dict[str, Any] = {"output_url": None}
     if state.work is not None:
         state.enter(Phase.STAGE)
         try:
             state.metrics["work_dir_bytes"] = state.work.size()
             _stage(services, state)
+            fields["output_url"] = _output_url(services, job)
         except Exception as exc:
             log.warning("job %s: staging failed: %s", job.id, exc, extra={"action": "stage_failed"})
             if status == JobStatus.SUCCESSFUL:
                 status, reason, phase = JobStatus.FAILED, Reason.UPLOAD_ERROR, Phase.STAGE
                 message = f"uploading outputs failed: {exc}"
+            else:
+                state.warnings.append(f"uploading outputs failed: {exc}")
     state.close_phase()
-    state.metrics["host"] = host_facts()
-    fields: dict[str, Any] = {
-        "metrics": state.metrics,
-        "exit_code": state.exit_code,
-        "results": state.results,
-        "warnings": state.warnings,
-        "output_url": services.storage.url_for(output_prefix(job)) if state.work else None,
-        "progress": 100 if status == JobStatus.SUCCESSFUL else None,
-    }
+    try:
+        state.metrics["host"] = host_facts()
+    except Exception:  # facts are nice to have
+        pass
+    fields.update(
+        metrics=state.metrics,
+        exit_code=state.exit_code,
+        results=state.results,
+        warnings=state.warnings,
+        progress=100 if status == JobStatus.SUCCESSFUL else None,
+    )
     # Everything is staged; failed jobs' work dirs are kept for debugging.
     keep = services.settings.keep_work_dirs
     if state.work is not None:
@@ -413,15 +553,46 @@ def _finish(
     if state.work is not None and status == JobStatus.SUCCESSFUL and not keep:
         state.work.remove()
         fields["work_dir"] = None
-    try:
-        return services.job_store.transition(
-            job.id,
-            status,
-            allowed_from=[JobStatus.RUNNING],
-            reason=reason,
-            phase=phase,
-            message=message,
-            **fields,
-        )
-    except InvalidTransition:  # someone else ended it (recovery); keep their verdict
-        return services.job_store.get_job(job.id)
+    return _final_write(services, state, status, reason, phase, message, fields)
+
+
+def _output_url(services: Services, job: Job) -> str:
+    from opendps.service.jobs import output_prefix
+
+    return services.storage.url_for(output_prefix(job))
+
+
+#: Tries of the final store write (a database restart should not lose a finished job).
+FINAL_WRITE_TRIES = 5
+
+
+def _final_write(
+    services: Services,
+    state: RunState,
+    status: JobStatus,
+    reason: Reason | None,
+    phase: Phase | None,
+    message: str,
+    fields: dict[str, Any],
+) -> Job:
+    store = services.job_store
+    for attempt in range(FINAL_WRITE_TRIES):
+        try:
+            return store.transition(
+                state.job.id,
+                status,
+                allowed_from=[JobStatus.RUNNING],
+                reason=reason,
+                phase=phase,
+                message=message,
+                attempt=state.attempt,
+                **fields,
+            )
+        except InvalidTransition:  # someone else ended it (recovery); keep their verdict
+            return store.get_job(state.job.id)
+        except Exception as exc:
+            if attempt == FINAL_WRITE_TRIES - 1:
+                raise
+            log.warning("job %s: final store write failed (%s); retrying", state.job.id, exc)
+            time.sleep(min(0.2 * 2**attempt, 3.0))
+    raise AssertionError("unreachable")

@@ -3,7 +3,7 @@ its end in the store, even if the server that started it is gone (DESIGN §9).
 
 Supervisors are forked by a launcher process (``python -m opendps.runner.supervisor``)
 that imported opendps once, so starting a job costs a fork, not a Python start-up.
-The launcher reads ``<job_id>`` lines on stdin and answers ``started <job_id> <pid>``
+The launcher reads ``<job_id> <attempt>`` lines on stdin and answers ``started <job_id> <pid>``
 and ``exited <job_id> <pid> <status>`` lines on stdout. When its stdin closes (the
 executor stopped or died) it exits; running supervisors carry on in their own sessions.
 """
@@ -22,8 +22,12 @@ from opendps.service.context import Services
 from opendps.settings import Settings
 
 
-def supervise(services: Services, job_id: str) -> int:
-    """Body of a supervisor process: run the job, return an exit status."""
+def supervise(services: Services, job_id: str, attempt: int | None = None) -> int:
+    """Body of a supervisor process: run the job's attempt ``attempt``, return an exit status.
+
+    The attempt is the one the executor claimed: if the store says it is over (recovered
+    and claimed again meanwhile), the supervisor leaves without running anything.
+    """
     import psutil
 
     from opendps.runner.run import run_job
@@ -33,14 +37,17 @@ def supervise(services: Services, job_id: str) -> int:
     services.db.engine.dispose(close=False)
     try:
         me = psutil.Process()
-        services.job_store.record_supervisor(job_id, me.pid, me.create_time())
-        run_job(services, job_id)
+        if not services.job_store.record_supervisor(
+            job_id, me.pid, me.create_time(), attempt=attempt
+        ):
+            return 0  # that attempt is not ours to run any more
+        run_job(services, job_id, attempt=attempt)
         return 0
     finally:
         services.close()
 
 
-def _child(services: Services, job_id: str, log_path: Path) -> None:
+def _child(services: Services, job_id: str, attempt: int | None, log_path: Path) -> None:
     """In the forked child: detach, point stdio away from the launcher's pipes, run."""
     os.setsid()
     signal.set_wakeup_fd(-1)
@@ -55,7 +62,7 @@ def _child(services: Services, job_id: str, log_path: Path) -> None:
     os.close(log_fd)
     status = 1
     try:
-        status = supervise(services, job_id)
+        status = supervise(services, job_id, attempt)
     except BaseException:
         import traceback
 
@@ -85,7 +92,8 @@ def launcher_main() -> None:
     host_facts()  # computed once here, inherited by every supervisor
     # Built once, before any fork; it must never connect here (children do).
     services = Services(settings, migrate=False)
-    for name in ("secrets", "identity", "storage"):  # cached services, built once too
+    # Cached services, built once too (the sandbox probes bwrap and the job user).
+    for name in ("secrets", "identity", "storage", "sandbox"):
         getattr(services, name)
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -117,12 +125,14 @@ def launcher_main() -> None:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                job_id = line.decode().strip()
-                if not job_id:
+                words = line.decode().split()
+                if not words:
                     continue
+                job_id = words[0]
+                attempt = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
                 pid = os.fork()
                 if pid == 0:
-                    _child(services, job_id, log_path)
+                    _child(services, job_id, attempt, log_path)
                 children[pid] = job_id
                 out.write(f"started {job_id} {pid}\n")
             out.flush()

@@ -6,7 +6,9 @@ import logging
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opendps.errors import (
     Conflict,
@@ -22,6 +24,9 @@ from opendps.service.policy import Policy
 from opendps.service.queries import ProcessQuery, check_limit
 from opendps.settings import Settings
 from opendps.store import CatalogStore, JobStore
+
+if TYPE_CHECKING:
+    from opendps.runner.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,10 @@ class AlgorithmService:
         job_store: JobStore,
         policy: Policy,
         work_available: threading.Event,
+        sandbox: Callable[[], Sandbox],
     ) -> None:
         self.settings = settings
+        self._sandbox = sandbox  # decided on first use: how builds are boxed
         self.catalog = catalog
         self.job_store = job_store
         self.policy = policy
@@ -181,7 +188,8 @@ class AlgorithmService:
         if algorithm.build is None or not algorithm.build.log_path:
             return ""
         path = Path(algorithm.build.log_path)
-        if not path.exists():
+        # The build command could have replaced its log by a link to any file.
+        if not path.is_file() or path.is_symlink():
             return ""
         return redact(path.read_text(errors="replace")) or ""  # git may quote the URL
 
@@ -198,8 +206,22 @@ class AlgorithmService:
         target.mkdir(parents=True)
         log_path = target / "build.log"
         self.catalog.update_build(build.id, log_path=str(log_path))
+        settings = self.settings
+        sandbox = self._sandbox()
+        queue = settings.queue(spec.queue or "") or settings.queue(settings.default_queue)
         try:
-            result = build_algorithm(spec, target, log_path)
+            from opendps.runner.build_box import boxed_build_runner
+
+            result = build_algorithm(
+                spec,
+                target,
+                log_path,
+                timeout=settings.build_time_limit,
+                run_command=boxed_build_runner(
+                    sandbox, settings.kill_grace, target, build.id, queue
+                ),
+                base_env=sandbox.base_environment(),
+            )
         except OpenDPSError as exc:
             log.warning(
                 "build of %s failed: %s",

@@ -12,11 +12,12 @@ from opendps.service.algorithms import AlgorithmService
 from opendps.service.identity import IdentityService
 from opendps.service.jobs import JobService
 from opendps.service.policy import Policy
-from opendps.service.secrets import SecretService
+from opendps.service.secrets import SecretService, check_secret_key, previous_secret_keys
 from opendps.settings import Settings
 from opendps.store import AccountStore, CatalogStore, Database, JobStore
 
 if TYPE_CHECKING:  # opened lazily: fsspec (and S3) only when something is staged or read
+    from opendps.runner.sandbox import Sandbox
     from opendps.storage.base import Storage
 
 
@@ -53,25 +54,41 @@ class Services:
         self.job_store = JobStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
-        self.secret_key = load_secret_key(settings)
+        where = "secret_key (DPS_SECRET_KEY)" if settings.secret_key else "secret.key"
+        self.secret_key = check_secret_key(load_secret_key(settings), where)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
         self.work_available = threading.Event()
         self.policy = Policy(settings, self.accounts)
         self.identity = IdentityService(
             settings, self.accounts, self.job_store, self.secret_key.encode()
         )
-        self.secrets = SecretService(self.accounts, self.secret_key)
+        self.secrets = SecretService(
+            self.accounts, [self.secret_key, *previous_secret_keys(settings)]
+        )
         self.algorithms = AlgorithmService(
-            settings, self.catalog, self.job_store, self.policy, self.work_available
+            settings,
+            self.catalog,
+            self.job_store,
+            self.policy,
+            self.work_available,
+            sandbox=lambda: self.sandbox,
         )
         self.jobs = JobService(
             settings,
             self.job_store,
             self.algorithms,
             self.policy,
+            self.secrets,
             storage=lambda: self.storage,
             work_available=self.work_available,
         )
+
+    @cached_property
+    def sandbox(self) -> Sandbox:
+        """How jobs and builds are boxed (runner/sandbox.py), decided once."""
+        from opendps.runner.sandbox import Sandbox
+
+        return Sandbox.from_settings(self.settings)
 
     @cached_property
     def storage(self) -> Storage:

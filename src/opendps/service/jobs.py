@@ -24,6 +24,7 @@ from opendps.service.algorithms import AlgorithmService, split_process_id
 from opendps.service.inputs import normalise_inputs, parse_priority
 from opendps.service.policy import Policy
 from opendps.service.queries import BatchQuery, JobQuery, check_limit
+from opendps.service.secrets import SecretService
 from opendps.settings import Settings
 from opendps.store import JobStore
 from opendps.store.jobstore import JobFilters
@@ -61,6 +62,22 @@ def output_prefix(job: Job) -> str:
         parts.append(job.tag.replace("/", "_"))
     parts += [f"{at:%Y}", f"{at:%m}", f"{at:%d}", f"{at:%H}", f"{at:%M}", f"{at:%S}", f"{at:%f}"]
     return "/".join(parts)
+
+
+#: A tag is a folder of the output path (``output_prefix``): at most this long.
+MAX_TAG_LENGTH = 200
+
+
+def check_tag(tag: str) -> str:
+    """A tag becomes a path segment of the staged outputs: refuse what could leave it."""
+    segment = tag.replace("/", "_")
+    if segment in (".", ".."):
+        raise InvalidInput(f"tag {tag!r} cannot be used: it would name a parent folder")
+    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
+        raise InvalidInput(f"tag {tag!r} contains control characters")
+    if len(tag) > MAX_TAG_LENGTH:
+        raise InvalidInput(f"a tag may have at most {MAX_TAG_LENGTH} characters; got {len(tag)}")
+    return tag
 
 
 def work_dir_of(settings: Settings, job: Job) -> Path:
@@ -118,6 +135,7 @@ class JobService:
         store: JobStore,
         algorithms: AlgorithmService,
         policy: Policy,
+        secrets: SecretService,
         *,
         storage: Callable[[], Storage],
         work_available: threading.Event,
@@ -126,6 +144,7 @@ class JobService:
         self.store = store
         self.algorithms = algorithms
         self.policy = policy
+        self.secrets = secrets
         self._storage = storage
         self.work_available = work_available
 
@@ -155,7 +174,7 @@ class JobService:
         if submission.as_sent is not None:
             inputs = {k: submission.as_sent.get(k, v) for k, v in inputs.items()}
         queue = self.resolve_queue(submission.queue, spec, owner)
-        tags = [str(t) for t in submission.tags if str(t)]
+        tags = [check_tag(str(t)) for t in submission.tags if str(t)]
         record: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "algorithm_id": algorithm.id,
@@ -368,19 +387,38 @@ class JobService:
         return {stream: self.read_log(job, stream) for stream in LOG_FILES}
 
     def read_log(self, job: Job, stream: str, offset: int = 0) -> str:
+        """A log from ``offset`` (bytes), with the owner's secret values masked."""
+        return self._masked(job, self._read_log_bytes(job, stream, offset))
+
+    def read_log_chunk(self, job: Job, stream: str, offset: int = 0) -> tuple[str, int]:
+        """What a log gained after ``offset``: (masked text, the next offset). While the job
+        runs only whole lines are answered (a secret split over two reads would escape the
+        mask)."""
+        data = self._read_log_bytes(job, stream, offset)
+        if not job.status.terminal:
+            data = data[: data.rindex(b"\n") + 1] if b"\n" in data else b""
+        return self._masked(job, data), offset + len(data)
+
+    def _masked(self, job: Job, data: bytes) -> str:
+        from opendps.runner.workdir import mask_text
+
+        text = data.decode(errors="replace")
+        return mask_text(text, self.secrets.values(job.owner)) if text else text
+
+    def _read_log_bytes(self, job: Job, stream: str, offset: int = 0) -> bytes:
         name = LOG_FILES[stream]
         handle = open_in_work_dir(work_dir_of(self.settings, job), name)
         if handle is not None:
             with handle:
                 handle.seek(offset)
-                return handle.read().decode(errors="replace")
+                return handle.read()
         if job.started is not None:  # the work dir is gone once a successful job is staged
             storage = self.storage
             key = f"{output_prefix(job)}/{name}"
             if storage.exists(key):
                 with storage.open(key) as handle:
-                    return handle.read()[offset:].decode(errors="replace")
-        return ""
+                    return handle.read()[offset:]
+        return b""
 
     def outputs(self, job_id: str, user: str) -> dict[str, Any]:
         job = self.get(job_id, user)
@@ -429,9 +467,8 @@ class JobService:
         job = self.get(job_id, user)
         while True:
             for stream in LOG_FILES:
-                text = self.read_log(job, stream, offsets[stream])
+                text, offsets[stream] = self.read_log_chunk(job, stream, offsets[stream])
                 if text:
-                    offsets[stream] += len(text.encode())
                     yield stream, text
             if job.status.terminal:
                 return

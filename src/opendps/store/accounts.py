@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 
 from opendps.errors import Conflict, NotFound
@@ -145,3 +147,14 @@ class AccountStore:
             return list(
                 conn.execute(sa.select(secrets.c.value).where(secrets.c.owner == owner)).scalars()
             )
+
+    def reencrypt_secrets(self, convert: Callable[[str], str]) -> int:
+        """Replace every stored secret by ``convert(value)``, all in one transaction (a key
+        rotation either happens for every secret or for none)."""
+        with self.db.write() as conn:
+            rows = conn.execute(sa.select(secrets.c.id, secrets.c.value)).all()
+            for row_id, value in rows:
+                conn.execute(
+                    secrets.update().where(secrets.c.id == row_id).values(value=convert(value))
+                )
+        return len(rows)

@@ -332,7 +332,14 @@ class JobStore:
 
     # -- claiming and transitions ---------------------------------------------------------
 
-    def claim_next(self, free_slots: Mapping[str, int], *, host: str, worker: str) -> Job | None:
+    def claim_next(
+        self,
+        free_slots: Mapping[str, int],
+        *,
+        host: str,
+        worker: str,
+        node: str | None = None,
+    ) -> Job | None:
         """Move the next runnable job of the given queues to ``running``.
 
         ``free_slots`` maps queue name -> the queue's slot limit. A queue is served only
@@ -401,7 +408,12 @@ class JobStore:
                 return None
             conn.execute(
                 job_attempts.insert().values(
-                    job_id=job_id, number=attempts + 1, host=host, worker=worker, started=now
+                    job_id=job_id,
+                    number=attempts + 1,
+                    host=host,
+                    worker=worker,
+                    node=node,
+                    started=now,
                 )
             )
             conn.execute(
@@ -424,9 +436,14 @@ class JobStore:
         reason: Reason | None = None,
         phase: Phase | None = None,
         message: str | None = None,
+        attempt: int | None = None,
         **fields: Any,
     ) -> Job:
-        """Compare-and-set ``status``; raises InvalidTransition if the job is elsewhere."""
+        """Compare-and-set ``status``; raises InvalidTransition if the job is elsewhere.
+
+        ``attempt`` fences the change to one attempt of a running job (``WHERE attempts =
+        n``): a supervisor or recovery that saw attempt n can never end attempt n+1.
+        """
         now = utcnow()
         values: dict[str, Any] = {"status": to.value, "updated": now, **fields}
         if reason is not None or to.terminal:
@@ -447,17 +464,18 @@ class JobStore:
                 raise NoSuchJob(f"no job with id {job_id!r}")
             if to.terminal and current.started is not None:
                 values["duration"] = (now - current.started).total_seconds()
-            changed = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status.in_([JobStatus(s).value for s in allowed_from]),
-                )
-                .values(**values)
-            ).rowcount
+            where = [
+                jobs.c.id == job_id,
+                jobs.c.status.in_([JobStatus(s).value for s in allowed_from]),
+            ]
+            if attempt is not None:
+                where.append(jobs.c.attempts == attempt)
+            changed = conn.execute(jobs.update().where(*where).values(**values)).rowcount
             if changed != 1:
                 raise InvalidTransition(
-                    f"job {job_id} is {current.status}; it cannot become {to.value}"
+                    f"job {job_id} is {current.status}"
+                    + (f" (not at attempt {attempt})" if attempt is not None else "")
+                    + f"; it cannot become {to.value}"
                 )
             conn.execute(
                 job_events.insert().values(
@@ -521,16 +539,85 @@ class JobStore:
                 return self.get_job(job_id)
         return job
 
-    def record_supervisor(self, job_id: str, pid: int, pid_started: float) -> None:
+    # -- attempts: the fencing contract every executor uses ------------------------------
+    #
+    # An attempt is identified by (job id, attempt number). Every write about a running
+    # job names the attempt it saw and changes nothing if the job has moved on (requeued,
+    # claimed again, ended): WHERE jobs.attempts = n AND status = running. Workers are told
+    # apart by a per-process unique worker id (not the hostname), and pids are compared
+    # only on the node (machine + PID namespace) that recorded them.
+
+    def _attempt_is_current(self, job_id: str, attempt: int) -> sa.ColumnElement[bool]:
+        return sa.exists().where(
+            jobs.c.id == job_id,
+            jobs.c.attempts == attempt,
+            jobs.c.status == JobStatus.RUNNING.value,
+        )
+
+    def _update_open_attempt(self, job_id: str, attempt: int, **values: Any) -> bool:
         with self.db.write() as conn:
-            conn.execute(
+            changed = conn.execute(
                 job_attempts.update()
-                .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
-                .values(pid=pid, pid_started=pid_started)
+                .where(
+                    job_attempts.c.job_id == job_id,
+                    job_attempts.c.number == attempt,
+                    job_attempts.c.finished.is_(None),
+                    self._attempt_is_current(job_id, attempt),
+                )
+                .values(**values)
+            ).rowcount
+        return changed == 1
+
+    def record_supervisor(
+        self, job_id: str, pid: int, pid_started: float, *, attempt: int | None = None
+    ) -> bool:
+        """The supervisor of attempt ``attempt`` (default: the job's current one) is
+        ``pid``; False: that attempt is over, and the caller must not run the job."""
+        if attempt is None:
+            job = self.get_job(job_id)
+            if job.status != JobStatus.RUNNING:
+                return False
+            attempt = job.attempts
+        return self._update_open_attempt(job_id, attempt, pid=pid, pid_started=pid_started)
+
+    def record_run_start(
+        self, job_id: str, attempt: int, pid: int, pid_started: float, cgroup: list[str]
+    ) -> bool:
+        """The run command of attempt ``attempt`` started: its pid and cgroup (recovery
+        ends it by these, never by a pid a job could write)."""
+        return self._update_open_attempt(
+            job_id, attempt, run_pid=pid, run_pid_started=pid_started, run_cgroup=cgroup
+        )
+
+    def record_run_end(self, job_id: str, attempt: int) -> bool:
+        """The run command of attempt ``attempt`` ended: from now on a failure ends the job
+        instead of running it again."""
+        return self._update_open_attempt(job_id, attempt, run_finished=utcnow())
+
+    def current_attempt(self, job_id: str) -> Attempt | None:
+        """The open attempt of a running job, else None."""
+        with self.db.read() as conn:
+            row = (
+                conn.execute(
+                    sa.select(job_attempts)
+                    .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
+                    .order_by(job_attempts.c.number.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
             )
+        return Attempt(**dict(row)) if row is not None else None
 
     def running_on_host(self, host: str) -> list[tuple[Job, Attempt | None]]:
         """Running jobs whose open attempt is on ``host`` (or that have no attempt)."""
+        return [(j, a) for j, a in self._running_with_attempts() if a is None or a.host == host]
+
+    def running_on_node(self, node: str) -> list[tuple[Job, Attempt | None]]:
+        """Running jobs whose open attempt runs on ``node`` (or that have no attempt)."""
+        return [(j, a) for j, a in self._running_with_attempts() if a is None or a.node == node]
+
+    def _running_with_attempts(self) -> list[tuple[Job, Attempt | None]]:
         with self.db.read() as conn:
             rows = (
                 conn.execute(
@@ -556,25 +643,31 @@ class JobStore:
                     sa.select(job_attempts).where(job_attempts.c.id.in_(attempt_ids))
                 ).mappings()
             }
-        result = []
-        for r in rows:
-            attempt = attempts.get(r["attempt_id"])
-            if attempt is None or attempt.host == host:
-                result.append((_job_from_row(r), attempt))
-        return result
+        return [(_job_from_row(r), attempts.get(r["attempt_id"])) for r in rows]
 
-    def requeue(self, job_id: str, message: str) -> Job:
-        """Back to ``accepted`` after a lost supervisor (the attempt is closed)."""
+    def requeue(self, job_id: str, message: str, *, attempt: int | None = None) -> Job:
+        """Back to ``accepted`` after a lost supervisor (the attempt is closed).
+
+        With ``attempt``, only if the job is still at that attempt (see transition)."""
         now = utcnow()
-        with self.db.write() as conn:
+        job = self.transition(
+            job_id,
+            JobStatus.ACCEPTED,
+            allowed_from=[JobStatus.RUNNING],
+            message=message,
+            attempt=attempt,
+        )
+        with self.db.write() as conn:  # only that attempt: a new claim may follow at once
             conn.execute(
                 job_attempts.update()
-                .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
+                .where(
+                    job_attempts.c.job_id == job_id,
+                    job_attempts.c.number == job.attempts,
+                    job_attempts.c.finished.is_(None),
+                )
                 .values(finished=now)
             )
-        return self.transition(
-            job_id, JobStatus.ACCEPTED, allowed_from=[JobStatus.RUNNING], message=message
-        )
+        return job
 
     def fail_waiting_jobs(
         self, algorithm_id: int, reason: Reason, phase: Phase, message: str

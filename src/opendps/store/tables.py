@@ -154,6 +154,13 @@ job_attempts = sa.Table(
     sa.Column("started", UTCDateTime, nullable=False),
     sa.Column("finished", UTCDateTime, nullable=True),
     sa.Column("exit_code", sa.Integer, nullable=True),
+    # The machine + PID namespace the attempt runs in: pids mean something only there.
+    sa.Column("node", sa.String(255), nullable=True),
+    # The run command (not a pid file a job could write): recovery ends it by its cgroup.
+    sa.Column("run_pid", sa.Integer, nullable=True),
+    sa.Column("run_pid_started", sa.Float, nullable=True),
+    sa.Column("run_cgroup", sa.JSON, nullable=True),  # [paths], v1 has one per controller
+    sa.Column("run_finished", UTCDateTime, nullable=True),  # set: never run it again
 )
 
 job_events = sa.Table(

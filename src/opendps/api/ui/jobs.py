@@ -225,6 +225,10 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     host = metrics.get("host")
     if isinstance(host, dict) and host.get("hostname"):
         rows.append(("Host", str(host["hostname"])))
+    if metrics.get("isolation"):  # DESIGN §12: the box the job ran in
+        who = f" as {metrics['job_user']}" if metrics.get("job_user") else ""
+        limited = ", ".join(metrics.get("limits") or []) or "none"
+        rows.append(("Isolation", f"{metrics['isolation']}{who}; cgroup limits: {limited}"))
     return rows
 
 
@@ -287,9 +291,9 @@ def live_job(job_id: str, request: Request) -> JSONResponse:
             offset = max(0, int(request.query_params.get(stream, "0")))
         except ValueError:
             offset = 0
-        data = services.jobs.read_log(job, stream, offset).encode()
-        answer[stream] = data.decode(errors="replace")
-        answer[f"{stream}_offset"] = offset + len(data)
+        answer[stream], answer[f"{stream}_offset"] = services.jobs.read_log_chunk(
+            job, stream, offset
+        )
     return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
 
