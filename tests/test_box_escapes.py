@@ -151,7 +151,7 @@ def test_a_job_reaches_nothing_outside_its_box(
     assert second.metrics["localize"]["cached"] == 1
     [cached] = list((dps.data_dir / "cache").rglob("data.txt"))
     assert cached.read_bytes() == b"clean data\n"
-    dps.services.jobs.cancel(victim)
+    dps.services.jobs.cancel(victim, "anonymous")
 
 
 def test_the_job_environment_has_no_server_credentials(
@@ -220,7 +220,7 @@ def test_a_decoy_pid_file_cannot_aim_recovery_at_another_process(
     finally:
         decoy.kill()
         decoy.wait()
-        dps.services.jobs.cancel(job_id)
+        dps.services.jobs.cancel(job_id, "anonymous")
 
 
 def test_a_queue_without_network_has_no_network(
@@ -269,10 +269,10 @@ def test_links_a_job_leaves_in_its_work_dir_are_not_followed(
     pid = boxed.register(repo)
     job = boxed.run(pid)
     assert (job.status, job.reason) == (JobStatus.FAILED, Reason.EXIT_CODE)
-    staged = {o["path"] for o in boxed.services.jobs.outputs(job.id)["outputs"]}
+    staged = {o["path"] for o in boxed.services.jobs.outputs(job.id, "anonymous")["outputs"]}
     assert "key.txt" not in staged and "pipe" not in staged
     secret = key.read_text().strip()
-    logs = boxed.services.jobs.logs(job.id)
+    logs = boxed.services.jobs.logs(job.id, "anonymous")
     assert secret not in logs["stdout"]
     # Back in the server's hands, nothing of the work dir is the job user's any more.
     work = Path(job.work_dir)

@@ -98,10 +98,10 @@ def test_logs_are_masked_while_the_job_runs(
     text, offset = services.jobs.read_log_chunk(job, "stdout")
     assert text == "long=******** short=******** word=ab1cd\n"
     assert offset == len(b"long=s3cr3t-value-123 short=ab1 word=ab1cd\n")
-    assert "s3cr3t" not in services.jobs.logs(job_id)["stdout"]
-    services.jobs.cancel(job_id)
+    assert "s3cr3t" not in services.jobs.logs(job_id, "anonymous")["stdout"]
+    services.jobs.cancel(job_id, "anonymous")
     wait_until(lambda: services.job_store.get_job(job_id).status.terminal, timeout=30)
-    assert "s3cr3t" not in services.jobs.logs(job_id)["stdout"]
+    assert "s3cr3t" not in services.jobs.logs(job_id, "anonymous")["stdout"]
 
 
 def test_short_secrets_are_masked_only_as_whole_tokens() -> None:

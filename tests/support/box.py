@@ -80,7 +80,7 @@ class BoxedDPS:
         return wait_for_job(self.services, self.submit(process_id, inputs, **kw), timeout=120)
 
     def output(self, job_id: str, name: str) -> str:
-        with self.services.jobs.open_output(job_id, name) as handle:
+        with self.services.jobs.open_output(job_id, name, "anonymous") as handle:
             return handle.read().decode()
 
 

@@ -98,7 +98,9 @@ def rotate_key(
     if in_file:
         _write_private(data / "secret.key.new", new_key)
     new = Fernet(new_key.encode())
-    count = accounts.reencrypt_secrets(lambda token: new.encrypt(current.decrypt(token)).decode())
+    count = accounts.reencrypt_secrets(
+        lambda token: new.encrypt(current.decrypt(token).encode()).decode()
+    )
     if in_file:
         os.replace(data / "secret.key", data / "secret.key.old")
         os.replace(data / "secret.key.new", data / "secret.key")
