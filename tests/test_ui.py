@@ -265,8 +265,6 @@ def test_user_supplied_text_is_escaped(client: TestClient) -> None:
 # -- the job list ---------------------------------------------------------------------------
 
 
-
-
 def test_job_list_pages_newest_first_with_filters(client: TestClient) -> None:
     ids = [submit(client, f"n{i}", tag="even" if i % 2 == 0 else "odd") for i in range(7)]
     newest_first = list(reversed(ids))
