@@ -55,12 +55,8 @@ class IdentityService:
     # -- users ----------------------------------------------------------------------------
 
     def create_user(self, name: str, *, is_admin: bool = False, is_guest: bool = False) -> str:
-        """Create (or re-key) a user; answers a new API token, shown once."""
-        token = secrets.token_urlsafe(32)
-        self.accounts.ensure_user(
-            name, token_hash=_hash(token), is_admin=is_admin, is_guest=is_guest
-        )
-        return token
+        """Create (or re-key) a user with these roles; answers the new token, shown once."""
+        return self.set_user(name, is_admin=is_admin, is_guest=is_guest)[0]
 
     def set_user(
         self, name: str, *, is_admin: bool = False, is_guest: bool = False

@@ -275,7 +275,7 @@ class JobService:
         pid = process_id.strip().removeprefix("job-")
         if pid.isdigit():
             try:
-                algorithm = self.algorithms.catalog.get_algorithm_by_id(int(pid))
+                algorithm = self.algorithms.get_by_id(int(pid))
             except NoSuchProcess:
                 pass  # a name made of digits
             else:

@@ -15,32 +15,6 @@ class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def ensure_user(
-        self,
-        name: str,
-        *,
-        token_hash: str | None = None,
-        is_admin: bool = False,
-        is_guest: bool = False,
-    ) -> None:
-        with self.db.write() as conn:
-            self.db.lock(conn, "user", name)
-            exists = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
-            if exists is None:
-                conn.execute(
-                    users.insert().values(
-                        name=name,
-                        token_hash=token_hash,
-                        is_admin=is_admin,
-                        is_guest=is_guest,
-                        created=utcnow(),
-                    )
-                )
-            elif token_hash is not None:
-                conn.execute(
-                    users.update().where(users.c.id == exists).values(token_hash=token_hash)
-                )
-
     def set_user(self, name: str, *, token_hash: str, is_admin: bool, is_guest: bool) -> bool:
         """Create ``name`` or re-key it (the old token stops working) with these roles, in
         one transaction; answers whether the user is new."""
