@@ -19,9 +19,11 @@ Schemas are normalised for validation: OpenAPI 3.0 forms (``nullable``, boolean
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -147,19 +149,10 @@ def normalise_schema(schema: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=256)
-def _validator(schema_key: str) -> jsonschema.protocols.Validator:
-    import json
-
-    return jsonschema.Draft202012Validator(json.loads(schema_key))
-
-
-def validation_error(schema: Any, value: Any, where: str) -> str | None:
-    """Why ``value`` does not satisfy ``schema`` (``where``: the input's name), or None."""
-    import json
-
+def _describe_error(validator: Any, value: Any, where: str) -> str | None:
     try:
-        validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+        if validator.is_valid(value):
+            return None
         error = best_match(validator.iter_errors(value))
     except jsonschema.exceptions.SchemaError as exc:  # a registration's own bad schema
         return f"{where}: the process declares an unusable schema ({exc.message[:100]})"
@@ -172,6 +165,63 @@ def validation_error(schema: Any, value: Any, where: str) -> str | None:
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "…"
     return f"{where}{path}: {message}"
+
+
+def validation_error(schema: Any, value: Any, where: str) -> str | None:
+    """Why ``value`` does not satisfy ``schema`` (``where``: the input's name), or None."""
+    return _describe_error(jsonschema.Draft202012Validator(schema), value, where)
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    kind: str
+    mandatory: bool
+    default: Any
+    schema: Any
+    validator: Any
+
+
+@dataclass(frozen=True)
+class InputModel:
+    """An algorithm's inputs compiled once: the schema and a validator per input."""
+
+    process_id: str
+    inputs: tuple[_Input, ...]
+
+    @classmethod
+    def of(cls, spec: AlgorithmSpec) -> InputModel:
+        # Keyed by the spec's content: a 100,000-job batch compiles its schema once.
+        return _compiled(spec.model_dump_json())
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+
+@lru_cache(maxsize=128)
+def _compiled(spec_json: str) -> InputModel:
+    spec = AlgorithmSpec.model_validate_json(spec_json)
+    described = described_inputs(spec)
+    properties = inputs_schema(spec)["properties"]
+    entries = []
+    for name, description in described.items():
+        declared = spec.input(name)
+        default = declared.default if declared is not None else None
+        if default is None and isinstance(description.get("schema"), dict):
+            default = description["schema"].get("default")
+        schema = properties.get(name, {})
+        entries.append(
+            _Input(
+                name=name,
+                kind=declared.kind if declared is not None else "config",
+                mandatory=_mandatory(spec, name, description),
+                default=default,
+                schema=schema,
+                validator=jsonschema.Draft202012Validator(schema),
+            )
+        )
+    return InputModel(spec.process_id, tuple(entries))
 
 
 # -- coercion -----------------------------------------------------------------------------------
@@ -269,31 +319,25 @@ def normalise_inputs(
     """Check names, presence and types; fill in defaults. Raises InvalidInput naming the input."""
     given = dict(given or {})
     policy = policy or UrlPolicy()
-    described = described_inputs(spec)
-    unknown = sorted(str(u) for u in set(given) - set(described))
+    model = InputModel.of(spec)
+    unknown = sorted(str(u) for u in set(given) - set(model.names))
     if unknown:
-        choices = ", ".join(sorted(described)) or "none"
+        choices = ", ".join(sorted(model.names)) or "none"
         raise InvalidInput(
             f"unknown input(s) {', '.join(repr(u) for u in unknown)}; "
             f"{spec.process_id} takes: {choices}"
         )
-    properties = inputs_schema(spec)["properties"]
     values: dict[str, Any] = {}
-    for name, description in described.items():
-        declared = spec.input(name)
-        kind = declared.kind if declared is not None else "config"
+    for item in model.inputs:
+        name, kind = item.name, item.kind
         value = given.get(name)
         if value is None or (value == "" and kind == "file"):
-            if _mandatory(spec, name, description):
+            if item.mandatory:
                 raise InvalidInput(f"missing required input {name!r}")
-            default = declared.default if declared is not None else None
-            if default is None and isinstance(description.get("schema"), dict):
-                default = description["schema"].get("default")
-            if default is None:
+            if item.default is None:
                 values[name] = "" if kind == "positional" else None
                 continue
-            value = default
-        schema = properties.get(name, {})
+            value = copy.deepcopy(item.default)
         if kind == "positional" and isinstance(value, dict | list):
             raise InvalidInput(
                 f"input {name!r} is positional (a command-line argument): give a single value"
@@ -305,8 +349,8 @@ def normalise_inputs(
         if value == "" and kind == "positional":  # an empty string is a value (§9)
             values[name] = value
             continue
-        value = coerce(schema, value)
-        if (error := validation_error(schema, value, f"input {name!r}")) is not None:
+        value = coerce(item.schema, value)
+        if (error := _describe_error(item.validator, value, f"input {name!r}")) is not None:
             raise InvalidInput(error)
         values[name] = value
     return values
