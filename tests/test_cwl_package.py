@@ -20,7 +20,8 @@ from opendps.registry.cwl import (
 )
 from opendps.runner.cwl_exec import job_order, move_docker_to_hints, results_document
 from opendps.runner.workdir import WorkDir
-from opendps.service.packages import parse_package
+from opendps.service.packages import href_fetcher, parse_package
+from tests.support.http_server import HttpFiles
 from tests.test_cwl import APP_PACKAGE, TOOL
 
 
@@ -128,11 +129,18 @@ def test_errors_name_the_problem() -> None:
         spec_from_cwl(TOOL.replace("inputs:\n", "inputz:\n"), "application/cwl+yaml")
 
 
-def test_ogc_application_packages(tmp_path: Path) -> None:
+def test_ogc_application_packages(tmp_path: Path, http_files: HttpFiles) -> None:
     path = tmp_path / "tool.cwl"
     path.write_text(TOOL)
-    document, overrides = unwrap_app_package({"executionUnit": {"href": path.as_uri()}})
+    http_files.add("tool.cwl", TOOL.encode())
+    fetch = href_fetcher(None)
+    document, overrides = unwrap_app_package(
+        {"executionUnit": {"href": http_files.url("tool.cwl")}}, fetch
+    )
     assert document["id"] == "prefix-lines" and overrides == {}
+    for local in (path.as_uri(), str(path)):  # never a local path, whatever the settings
+        with pytest.raises(InvalidSpec, match="not an http"):
+            unwrap_app_package({"executionUnit": {"href": local}}, fetch)
     document, overrides = unwrap_app_package(
         {
             "executionUnit": [{"unit": yaml.safe_load(TOOL)}],

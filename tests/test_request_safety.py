@@ -399,3 +399,32 @@ def test_with_auth_on_unlisted_s3_buckets_are_refused_in_every_dialect(
             assert response.status_code == 400 and "'private'" in response.text, path
         ok = api.post("/processes/s3in/execution", json={"inputs": good}, headers=auth)
         assert ok.status_code == 201, ok.text
+
+
+def test_a_job_cannot_make_the_runner_read_a_linked_results_file(
+    tmp_path: Path, make_algorithm_repo: Callable[..., Path]
+) -> None:
+    from opendps.executors.local import LocalExecutor
+    from opendps.registry.spec import parse_registration
+    from tests.support.dps import wait_for_build, wait_for_job
+
+    victim = tmp_path / "other-users-context.json"
+    victim.write_text('{"secret": "not yours"}')
+    repo = make_algorithm_repo(
+        {"run.sh": f'ln -s {victim} "$DPS_OUTPUT_DIR/_results.json"\necho linked\n'}
+    )
+    services = Services(fast_settings(tmp_path / "dps"))
+    services.catalog.sync_queues(services.settings.queues)
+    executor = LocalExecutor(services)
+    executor.start()
+    try:
+        spec = parse_registration(algorithm_yaml(repo, name="linker"))
+        pid = services.algorithms.register(spec, owner="anonymous").process_id
+        wait_for_build(services, pid)
+        job = services.jobs.submit(Submission(pid, {}), owner="anonymous")
+        done = wait_for_job(services, job.id)
+    finally:
+        executor.stop()
+        services.close()
+    assert done.status.value == "successful", done.message
+    assert "not yours" not in json.dumps(done.results)

@@ -147,7 +147,7 @@ def test_submit_form_lists_every_input_with_defaults(
     [
         ({"input:name": ""}, 400, "missing required input &#39;name&#39;"),
         ({"priority": "12"}, 400, "priority must be 0..9"),
-        ({"priority": "high"}, 400, "priority must be a whole number"),
+        ({"priority": "high"}, 400, "priority must be an integer 0..9"),
         ({"queue": "no-such-queue"}, 400, "unknown queue &#39;no-such-queue&#39;"),
     ],
 )

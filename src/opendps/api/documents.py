@@ -7,7 +7,7 @@ from typing import Any
 from opendps.models import Algorithm, Job, JobStatus
 from opendps.net.urls import redact
 from opendps.registry.spec import AlgorithmSpec
-from opendps.service.inputs import described_inputs
+from opendps.service.input_schema import described_inputs
 
 
 def iso(value: Any) -> str | None:

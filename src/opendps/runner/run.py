@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opendps.errors import InvalidTransition, OpenDPSError
+from opendps.files import open_in_work_dir
 from opendps.models import BuildStatus, Job, JobStatus, Phase, Reason
 from opendps.registry.spec import AlgorithmSpec
 from opendps.runner.workdir import WorkDir, mask_secrets, prepare_workdir
@@ -334,11 +335,12 @@ def _execute(
             Phase.RUN,
             f"the run command ended with {how}; see stderr",
         )
-    results_file = work.output / RESULTS_FILE
-    if results_file.exists():
+    handle = open_in_work_dir(work.output, RESULTS_FILE)  # a link is not followed
+    if handle is not None:
         try:
-            state.results = json.loads(results_file.read_text())
-        except json.JSONDecodeError as exc:
+            with handle:
+                state.results = json.loads(handle.read())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             state.warnings.append(f"{RESULTS_FILE} is not valid JSON: {exc}")
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
-import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchProcess, NoSuchQueue, NotFound
+from opendps.files import open_in_work_dir
 from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
 from opendps.net.safety import UrlPolicy
 from opendps.registry.spec import AlgorithmSpec
@@ -91,38 +89,6 @@ def _missing_job(job_id: str) -> NoSuchJob:
 
 def _missing_batch(batch_id: str) -> NoSuchJob:
     return NoSuchJob(f"no batch with id {batch_id!r}")
-
-
-def open_in_work_dir(work_dir: Path, name: str) -> BinaryIO | None:
-    """A regular file directly inside the job's work dir, or None.
-
-    The job owns its work dir and may replace a log by a link (``_stdout.txt ->
-    ../../dps.db`` once had the server open its own database) or a FIFO (a read would
-    block forever): neither the work dir nor the file is followed if it is a link
-    (O_NOFOLLOW), and only regular files are read."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        folder = os.open(work_dir, flags | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
-        fd = os.open(name, flags, dir_fd=folder)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            log.warning(
-                "not reading %s/%s: it is a symbolic link",
-                work_dir,
-                name,
-                extra={"action": "log_link_refused"},
-            )
-        return None
-    finally:
-        os.close(folder)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 class JobService:
