@@ -92,7 +92,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             headers=alice,
         )
         assert batch.status_code == 201, batch.text
-        executor = LocalExecutor(services, isolation="process")
+        executor = LocalExecutor(services, supervisors="process")
         executor.start()
         try:
             for job_id in [submitted.json()["jobID"], *batch.json()["jobIDs"]]:

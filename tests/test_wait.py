@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(fast_settings(tmp_path / "dps"), isolation="process")
+    app = create_app(fast_settings(tmp_path / "dps"), supervisors="process")
     with TestClient(app) as client:
         yield client
 
