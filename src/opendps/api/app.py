@@ -30,10 +30,15 @@ def create_app(
     services.catalog.sync_queues(settings.queues)
     executor_wanted = settings.run_jobs if run_jobs is None else run_jobs
 
+    celery = settings.executor == "celery"
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = None
-        if executor_wanted:
+        if celery:
+            # Scale-out: this process enqueues, sweeps and builds; `dps worker`s run jobs.
+            services.dispatcher.start(run_builds=executor_wanted)
+        elif executor_wanted:
             from opendps.executors.local import LocalExecutor
 
             executor = LocalExecutor(services, isolation=isolation)
@@ -44,6 +49,8 @@ def create_app(
         finally:
             if executor is not None:
                 executor.stop()
+            if celery:
+                services.dispatcher.close()
 
     app = FastAPI(
         title="opendps",
@@ -53,12 +60,47 @@ def create_app(
     )
     app.state.services = services
     app.state.conformance = list(meta.CONFORMANCE)
-    app.state.workers_for = lambda queue: 1 if executor_wanted else 0
+    app.state.queue_workers = lambda queue: queue_workers(app, queue)
+    app.state.workers_for = lambda queue: len(queue_workers(app, queue))
     install_error_handlers(app)
     for router in (meta.router, processes.router, jobs.router, batches.router):
         app.include_router(router)
     _install_dialects(app)
     return app
+
+
+def queue_workers(app: FastAPI, queue: str) -> list[dict[str, object]]:
+    """The workers serving ``queue``: heart-beating ``dps worker``s (celery), or this
+    server's own executor (local mode)."""
+    from datetime import UTC, datetime, timedelta
+
+    services: Services = app.state.services
+    settings = services.settings
+    if settings.executor == "celery":
+        alive_since = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout)
+        return [
+            {
+                "id": w.id,
+                "host": w.host,
+                "concurrency": w.concurrency,
+                "running": len(w.running),
+                "last_seen": w.last_seen.isoformat(),
+            }
+            for w in services.worker_store.list_workers()
+            if queue in w.queues and w.last_seen >= alive_since
+        ]
+    executor = getattr(app.state, "executor", None)
+    if executor is None or queue not in executor.queue_slots:
+        return []
+    return [
+        {
+            "id": executor.worker,
+            "host": executor.host,
+            "concurrency": executor.queue_slots[queue],
+            "running": None,  # counted per queue, over all workers, in "running"
+            "last_seen": datetime.now(UTC).isoformat(),
+        }
+    ]
 
 
 def _install_dialects(app: FastAPI) -> None:

@@ -230,15 +230,6 @@ class LocalExecutor:
     # -- builds ---------------------------------------------------------------------------
 
     def _build_loop(self) -> None:
-        while not self._stop.is_set():
-            builds = self.services.catalog.queued_builds()
-            if not builds:
-                self._stop.wait(self.settings.poll_interval)
-                continue
-            for build in builds:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.services.algorithms.run_build(build)
-                except Exception:
-                    log.exception("build %s failed to run", build.id)
+        from opendps.executors.builds import build_loop
+
+        build_loop(self.services, self._stop)

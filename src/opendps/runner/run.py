@@ -79,12 +79,23 @@ class CancelWatch:
         return self.event.is_set()
 
 
-def run_job(services: Services, job_id: str, *, cancel_event: threading.Event | None = None) -> Job:
-    """Run a job that is already ``running`` (claimed) to a terminal state."""
+def run_job(
+    services: Services,
+    job_id: str,
+    *,
+    cancel_event: threading.Event | None = None,
+    worker: dict[str, str] | None = None,
+) -> Job:
+    """Run a job that is already ``running`` (claimed) to a terminal state.
+
+    ``worker`` (``{"id", "host"}``) is recorded in the job's metrics by executors whose
+    workers live on other machines."""
     job = services.job_store.get_job(job_id)
     if job.status != JobStatus.RUNNING:
         return job
     state = RunState(job=job)
+    if worker:
+        state.metrics["worker"] = dict(worker)
     watch = CancelWatch(services, job_id)
     if cancel_event is not None:
         watch.event = cancel_event
@@ -125,6 +136,8 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
             f"{(build.message if build else '') or ''}".rstrip(": "),
         )
     state.metrics["build_commit"] = build.commit
+    local = _local_build(services, algorithm, spec, build)
+    state.metrics["build"] = {"commit": build.commit, "source": local.source}
 
     work = prepare_workdir(settings.jobs_dir / job.id, job)
     state.work = work
@@ -134,7 +147,23 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
     _check_cancel(watch, Phase.LOCALIZE)
 
     state.enter(Phase.RUN)
-    _execute(services, state, spec, build.algorithm_dir, build.env_dir, watch)
+    _execute(services, state, spec, local.algorithm_dir, local.env_dir, watch)
+
+
+def _local_build(services: Services, algorithm: Any, spec: AlgorithmSpec, build: Any) -> Any:
+    """The build in this data dir; a worker without the registered one rebuilds it at the
+    recorded commit (registry/local_build.py)."""
+    from opendps.registry.local_build import ensure_local_build
+
+    try:
+        return ensure_local_build(services, algorithm, spec, build)
+    except OpenDPSError as exc:
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.BUILD_ERROR,
+            Phase.BUILD,
+            f"rebuilding {algorithm.process_id} at {build.commit} here failed: {exc.message}",
+        )
 
 
 def _check_cancel(watch: CancelWatch, phase: Phase) -> None:
@@ -384,6 +413,8 @@ def _finish(
     from opendps.service.jobs import output_prefix
 
     job = state.job
+    if _superseded(services, job):  # re-run elsewhere meanwhile: stage nothing, write nothing
+        return services.job_store.get_job(job.id)
     if state.work is not None:
         state.enter(Phase.STAGE)
         try:
@@ -419,7 +450,14 @@ def _finish(
             reason=reason,
             phase=phase,
             message=message,
+            attempt=job.attempts,  # fenced: a re-run's state is never overwritten
             **fields,
         )
     except InvalidTransition:  # someone else ended it (recovery); keep their verdict
         return services.job_store.get_job(job.id)
+
+
+def _superseded(services: Services, job: Job) -> bool:
+    """Whether the job left this attempt (recovered as lost, re-queued, ended)."""
+    current = services.job_store.get_job(job.id)
+    return current.status != JobStatus.RUNNING or current.attempts != job.attempts

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from opendps.settings import Settings
-from opendps.store import AccountStore, CatalogStore, Database, JobStore
+from opendps.store import AccountStore, CatalogStore, Database, JobStore, WorkerStore
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -40,6 +40,7 @@ class Services:
         self.job_store = JobStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
+        self.worker_store = WorkerStore(self.db)
         self.secret_key = load_secret_key(settings)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
         self.work_available = threading.Event()
@@ -74,5 +75,28 @@ class Services:
 
         return IdentityService(self)
 
+    @cached_property
+    def dispatcher(self):  # type: ignore[no-untyped-def]
+        """The celery dispatcher (publish, revoke) when ``executor: celery``, else None."""
+        if self.settings.executor != "celery":
+            return None
+        from opendps.executors.celery import CeleryDispatcher
+
+        return CeleryDispatcher(self)
+
+    def jobs_submitted(self, jobs) -> None:  # type: ignore[no-untyped-def]
+        """New jobs are in the store: wake the local executor, or publish them to the broker."""
+        self.work_available.set()
+        if self.dispatcher is not None:
+            self.dispatcher.publish([j for j in jobs if not j.deduped])
+
+    def jobs_cancelled(self, job_ids) -> None:  # type: ignore[no-untyped-def]
+        """Cancel flags are set in the store: wake the local executor, or revoke the messages."""
+        self.work_available.set()
+        if self.dispatcher is not None:
+            self.dispatcher.revoke(list(job_ids))
+
     def close(self) -> None:
+        if "dispatcher" in self.__dict__ and self.dispatcher is not None:
+            self.dispatcher.close()
         self.db.dispose()

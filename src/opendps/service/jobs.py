@@ -123,7 +123,7 @@ class JobService:
                     Phase.BUILD,
                     f"the build of {algorithm.process_id} failed: {algorithm.build.message}",
                 )
-        self.services.work_available.set()
+        self.services.jobs_submitted(jobs)
         if any(a.build and a.build.status == BuildStatus.FAILED for a in algorithms.values()):
             return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
         return jobs
@@ -163,7 +163,7 @@ class JobService:
         """Queued: dismissed at once. Running: its supervisor kills it within a second or so."""
         self.get(job_id, user=user)
         job = self.store.request_cancel(job_id)
-        self.services.work_available.set()
+        self.services.jobs_cancelled([job_id])
         return job
 
     def retry(self, job_id: str, *, user: str | None = None) -> Job:
@@ -186,8 +186,10 @@ class JobService:
         return self.store.get_batch(batch_id)
 
     def cancel_batch(self, batch_id: str) -> Batch:
-        for job_id in self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING]):
+        ids = self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING])
+        for job_id in ids:
             self.store.request_cancel(job_id)
+        self.services.jobs_cancelled(ids)
         return self.store.get_batch(batch_id)
 
     def retry_batch(self, batch_id: str) -> list[Job]:

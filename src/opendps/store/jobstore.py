@@ -396,6 +396,58 @@ class JobStore:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
         return _job_from_row(row)
 
+    def claim_job(self, job_id: str, *, host: str, worker: str) -> Job | None:
+        """Move one given job from ``accepted`` to ``running`` (the celery executor's claim:
+        the broker chose the job, the store decides whether it runs).
+
+        Answers None, changing nothing, when the job is not accepted (already running,
+        ended, or a duplicate message), is cancelled, or its build is not ready.
+        """
+        now = utcnow()
+        with self.db.write() as conn:
+            ready = (
+                sa.select(builds.c.id)
+                .select_from(builds.join(algorithms, algorithms.c.build_id == builds.c.id))
+                .where(algorithms.c.id == jobs.c.algorithm_id, builds.c.status == "ready")
+                .exists()
+            )
+            attempts = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.ACCEPTED.value,
+                    jobs.c.cancel_requested.is_(False),
+                    ready,
+                )
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    started=now,
+                    updated=now,
+                    attempts=jobs.c.attempts + 1,
+                    reason=None,
+                    phase=None,
+                    message=None,
+                )
+                .returning(jobs.c.attempts)
+            ).scalar()
+            if attempts is None:
+                return None
+            conn.execute(
+                job_attempts.insert().values(
+                    job_id=job_id, number=attempts, host=host, worker=worker, started=now
+                )
+            )
+            conn.execute(
+                job_events.insert().values(
+                    job_id=job_id,
+                    at=now,
+                    status=JobStatus.RUNNING.value,
+                    message=f"claimed by {worker} on {host} (attempt {attempts})",
+                )
+            )
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return _job_from_row(row)
+
     def transition(
         self,
         job_id: str,
@@ -405,9 +457,13 @@ class JobStore:
         reason: Reason | None = None,
         phase: Phase | None = None,
         message: str | None = None,
+        attempt: int | None = None,
         **fields: Any,
     ) -> Job:
-        """Compare-and-set ``status``; raises InvalidTransition if the job is elsewhere."""
+        """Compare-and-set ``status``; raises InvalidTransition if the job is elsewhere.
+
+        With ``attempt``, only that attempt may make the change (fencing: a worker that
+        lost its job to a re-run never overwrites the re-run's state)."""
         now = utcnow()
         values: dict[str, Any] = {"status": to.value, "updated": now, **fields}
         if reason is not None or to.terminal:
@@ -428,17 +484,21 @@ class JobStore:
                 raise NoSuchJob(f"no job with id {job_id!r}")
             if to.terminal and current.started is not None:
                 values["duration"] = (now - current.started).total_seconds()
+            fence = [jobs.c.attempts == attempt] if attempt is not None else []
             changed = conn.execute(
                 jobs.update()
                 .where(
                     jobs.c.id == job_id,
                     jobs.c.status.in_([JobStatus(s).value for s in allowed_from]),
+                    *fence,
                 )
                 .values(**values)
             ).rowcount
             if changed != 1:
                 raise InvalidTransition(
-                    f"job {job_id} is {current.status}; it cannot become {to.value}"
+                    f"job {job_id} is {current.status}"
+                    + (f" (or past attempt {attempt})" if attempt is not None else "")
+                    + f"; it cannot become {to.value}"
                 )
             conn.execute(
                 job_events.insert().values(
@@ -544,18 +604,27 @@ class JobStore:
                 result.append((_job_from_row(r), attempt))
         return result
 
-    def requeue(self, job_id: str, message: str) -> Job:
-        """Back to ``accepted`` after a lost supervisor (the attempt is closed)."""
-        now = utcnow()
+    def requeue(self, job_id: str, message: str, *, attempt: int | None = None) -> Job:
+        """Back to ``accepted`` after a lost supervisor (the attempt is closed). With
+        ``attempt``, only while that attempt is the job's current one."""
+        job = self.transition(
+            job_id,
+            JobStatus.ACCEPTED,
+            allowed_from=[JobStatus.RUNNING],
+            message=message,
+            attempt=attempt,
+        )
         with self.db.write() as conn:
             conn.execute(
                 job_attempts.update()
-                .where(job_attempts.c.job_id == job_id, job_attempts.c.finished.is_(None))
-                .values(finished=now)
+                .where(
+                    job_attempts.c.job_id == job_id,
+                    job_attempts.c.finished.is_(None),
+                    job_attempts.c.number <= job.attempts,  # not a claim made since
+                )
+                .values(finished=utcnow())
             )
-        return self.transition(
-            job_id, JobStatus.ACCEPTED, allowed_from=[JobStatus.RUNNING], message=message
-        )
+        return job
 
     def fail_waiting_jobs(
         self, algorithm_id: int, reason: Reason, phase: Phase, message: str
