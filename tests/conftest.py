@@ -6,5 +6,6 @@ pytest_plugins: list[str] = [
     "tests.support.http_server",
     "tests.support.live_server",
     "tests.support.postgres",
+    "tests.support.rabbitmq",
     "tests.support.s3_server",
 ]

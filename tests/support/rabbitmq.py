@@ -80,8 +80,8 @@ def _broker_reachable() -> str | None:
         return f"nothing listens on {HOST}:{PORT} ({exc})"
 
 
-def new_vhost() -> RabbitVhost:
-    vhost = RabbitVhost(f"dps-test-{uuid.uuid4().hex[:12]}")
+def new_vhost(name: str | None = None) -> RabbitVhost:
+    vhost = RabbitVhost(name or f"dps-test-{uuid.uuid4().hex[:12]}")
     rabbitmqctl("add_vhost", vhost.name)
     rabbitmqctl("set_permissions", "-p", vhost.name, "guest", ".*", ".*", ".*")
     return vhost
