@@ -246,3 +246,14 @@ def test_celery_workers_rebuild_the_recorded_commit_and_say_who_ran_the_job(
     assert any(worker.data_dir.joinpath("builds", "sleeper", "main").iterdir())
     queues = {q["name"]: q for q in cluster.server.client.queues()}
     assert {w["id"] for w in queues["serial"]["workers"]} == {attempt.worker}
+    # The staged objects say whose they are (S3 user metadata).
+    from opendps.settings import Settings
+    from opendps.storage import storage_options
+    from opendps.storage.s3_transfer import s3_client
+
+    options = storage_options(Settings.load(cluster.config, data_dir=cluster.root / "look"))
+    url = next(o for o in cluster.server.client.outputs(job_id)["outputs"] if o["path"] == "ok.txt")
+    bucket, _, key = url["url"].removeprefix("s3://").partition("/")
+    head = s3_client(options).head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"]["dps-job-id"] == job_id
+    assert head["Metadata"]["dps-algorithm"] == "sleeper"

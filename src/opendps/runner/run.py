@@ -393,7 +393,15 @@ def _stage(services: Services, state: RunState) -> None:
         if path.exists():
             shutil.copyfile(path, work.output / path.name)
     started = time.monotonic()
-    files = services.storage.put_dir(work.output, output_prefix(state.job))
+    job = state.job
+    metadata = {  # on each staged object (S3), so a bucket listing says whose it is
+        "dps-user": job.owner,
+        "dps-algorithm": job.algorithm,
+        "dps-version": job.version,
+        "dps-job-id": job.id,
+        "dps-tag": job.tag or "",
+    }
+    files = services.storage.put_dir(work.output, output_prefix(job), metadata)
     state.metrics["stage"] = {
         "files": len(files),
         "bytes": sum(f.size for f in files),
