@@ -386,3 +386,31 @@ def _register_task(app: Celery) -> None:
 def default_concurrency(settings: Settings, queues: Sequence[str]) -> int:
     """A queue's ``slots`` is each worker's default concurrency for it (DESIGN §13)."""
     return max(1, sum(q.slots for q in settings.queues if q.name in set(queues)))
+
+
+def broker_queue_consumers(settings: Settings) -> dict[str, int | None]:
+    """Per DPS queue: how many consumers its Celery queue has on the broker, None when the
+    queue was never declared (no worker or publisher has touched it). Raises when the
+    broker cannot be reached."""
+    app = celery_app(settings)
+    found: dict[str, int | None] = {}
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+            for queue in settings.queues:
+                channel = conn.channel()
+                try:
+                    _name, _messages, consumers = channel.queue_declare(
+                        queue=queue.name, passive=True
+                    )
+                    found[queue.name] = consumers
+                except Exception:  # 404 NOT_FOUND closes the channel
+                    found[queue.name] = None
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:
+                        pass
+    finally:
+        app.close()
+    return found
