@@ -15,9 +15,9 @@ from tests.support.rabbitmq import RabbitVhost
 
 
 def doctor(config: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "opendps.cli", "doctor", "--config", str(config)]
     return subprocess.run(
-        [sys.executable, "-m", "opendps.cli", "doctor", "--config", str(config)]
-        + ["--data-dir", str(data_dir)],
+        [*argv, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from opendps import __version__
-from opendps.api import batches, jobs, meta, processes
+from opendps.api import batches, jobs, meta, metrics, processes
 from opendps.api.problems import install_error_handlers
 from opendps.service.context import Services
 from opendps.settings import Settings
@@ -63,7 +63,7 @@ def create_app(
     app.state.queue_workers = lambda queue: queue_workers(app, queue)
     app.state.workers_for = lambda queue: len(queue_workers(app, queue))
     install_error_handlers(app)
-    for router in (meta.router, processes.router, jobs.router, batches.router):
+    for router in (meta.router, metrics.router, processes.router, jobs.router, batches.router):
         app.include_router(router)
     _install_dialects(app)
     return app
