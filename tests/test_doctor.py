@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from opendps.store.db import Database
 from tests.support.cluster import WorkerProcess, write_config
@@ -70,6 +71,7 @@ def test_celery_queues_pass_only_once_a_worker_serves_them(
             "broker_url": rabbitmq_vhost.url,
             "database_url": migrated_sqlite(tmp_path),
             "storage_url": str(tmp_path / "storage"),
+            "secret_key": Fernet.generate_key().decode(),
             "queues": [{"name": "q", "slots": 1, "default": True}],
         },
     )

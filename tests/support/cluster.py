@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 import yaml
+from cryptography.fernet import Fernet
 
 from opendps.models import Attempt, Job
 from opendps.store.db import Database
@@ -146,6 +147,7 @@ class Cluster:
     ) -> Cluster:
         values: dict[str, Any] = {
             "executor": "celery",
+            "secret_key": Fernet.generate_key().decode(),  # shared by server and workers
             "broker_url": vhost.url,
             "database_url": database_url,
             **settings,

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from opendps.cli.common import ConfigFile, DataDir, load_settings, setup_logging
+from opendps.settings import Settings
 
 
 def server(
@@ -29,6 +30,7 @@ def server(
 
     # A flag overrides the file only when given; the file overrides the environment.
     settings = load_settings(config, host=host, port=port, data_dir=data_dir)
+    require_shared_key(settings)
     setup_logging(settings)
     mode = "celery: jobs run on `dps worker`s" if settings.executor == "celery" else "local"
     typer.echo(f"opendps {settings.base_url}  (data in {settings.data_dir}; executor {mode})")
@@ -62,6 +64,7 @@ def worker(
     from opendps.service.context import Services
 
     settings = load_settings(config, data_dir=data_dir)
+    require_shared_key(settings)
     setup_logging(settings)
     unknown = [q for q in queue or [] if settings.queue(q) is None]
     if unknown:
@@ -102,3 +105,15 @@ def worker(
     typer.echo(f"worker serving {', '.join(executor.queue_slots)}")
     stop.wait()
     executor.stop()
+
+
+def require_shared_key(settings: Settings) -> None:
+    """Scale-out processes have their own data dirs, so a key generated into one of them
+    would differ between the server and the workers: job tokens minted by a worker would
+    not open the API, nor would secrets stored by the API decrypt on a worker."""
+    if settings.executor == "celery" and not settings.secret_key:
+        raise typer.BadParameter(
+            "executor: celery needs secret_key in the configuration that the server and every "
+            "worker share (generate one with: python -c 'from cryptography.fernet import "
+            "Fernet; print(Fernet.generate_key().decode())')"
+        )
