@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from opendps.store.tables import jobs
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, write_config
 from tests.support.dps import wait_until
 from tests.support.git_repos import commit_files, git
+from tests.support.netns import Namespace, TcpRelay
 from tests.support.rabbitmq import RabbitVhost, delete_vhost, new_vhost
 from tests.support.s3_server import S3Server
 
@@ -177,6 +179,7 @@ def test_a_frozen_worker_that_comes_back_cannot_overwrite_the_rerun(make_cluster
     time.sleep(HEARTBEAT_TIMEOUT)  # the stale worker wakes up, finds its run done, tries
     job = cluster.job(job_id)
     assert job.status.value == "successful" and job.finished == finished
+    assert job.attempts == 2
     assert len(terminal_events(cluster, job_id)) == 1
     assert cluster.attempts(job_id)[-1].worker != cluster.attempts(job_id)[0].worker
     assert "stopping it" in stale.log_tail(200) or "left this worker" in stale.log_tail(200)
@@ -241,3 +244,61 @@ def test_a_job_submitted_while_the_broker_is_down_runs_once_it_is_back(
         assert cluster.job(job_id).attempts == 1
     finally:
         delete_vhost(created)
+
+
+def test_a_partitioned_worker_loses_its_job_and_its_late_write_is_refused(
+    make_cluster, netns: Namespace, s3_server: S3Server
+) -> None:
+    """A worker on its own network (a namespace behind a veth link) runs a job; the link is
+    cut for longer than heartbeat_timeout, the job is re-run on a worker of this host, then
+    the link comes back: exactly one terminal state, the partitioned worker writes nothing."""
+    cluster = make_cluster(workers=0)
+    relays = [
+        TcpRelay(netns.host_ip, port)
+        for port in (
+            5672,
+            sa.make_url(cluster.database_url).port or 5432,
+            int(s3_server.endpoint_url.rsplit(":", 1)[1]),
+        )
+    ]
+    try:
+        amqp, pg, s3 = (r.port for r in relays)
+        values = yaml.safe_load(cluster.config.read_text())
+        url = sa.make_url(cluster.database_url).set(host=netns.host_ip, port=pg)
+        values.update(
+            broker_url=cluster.vhost.url.replace("127.0.0.1:5672", f"{netns.host_ip}:{amqp}"),
+            database_url=url.render_as_string(hide_password=False),
+            s3_endpoint_url=f"http://{netns.host_ip}:{s3}",
+        )
+        remote_config = write_config(cluster.root / "remote.yml", values)
+        remote = cluster.add_worker(
+            "remote", config=remote_config, concurrency=1, prefix=netns.prefix
+        )
+        job_id = submit(cluster, 6, "partitioned")
+        wait_running(cluster, job_id)
+        assert cluster.worker_running(job_id) is remote
+        cluster.add_worker("local", concurrency=1)  # where the re-run can go
+        netns.cut()
+        try:
+            wait_until(lambda: cluster.job(job_id).attempts == 2, HEARTBEAT_TIMEOUT + 30)
+            info = cluster.server.client.wait(job_id, timeout=60, poll=0.2)
+            assert info["status"] == "successful"
+            time.sleep(2)  # the partitioned run has ended too (it slept 6 s)
+        finally:
+            netns.restore()
+        finished = cluster.job(job_id).finished
+        wait_until(
+            lambda: "left this worker" in remote.log_tail(300) or "ignored" in remote.log_tail(300),
+            60,
+            what="the partitioned worker to notice",
+        )
+        time.sleep(HEARTBEAT_TIMEOUT)
+        job = cluster.job(job_id)
+        assert job.status.value == "successful" and job.finished == finished
+        assert job.attempts == 2  # the healthy worker was never taken for lost
+        assert len(terminal_events(cluster, job_id)) == 1
+        assert cluster.attempts(job_id)[-1].worker != cluster.attempts(job_id)[0].worker
+        assert_outputs_once(cluster, job_id, "partitioned")
+    finally:
+        for relay in relays:
+            relay.close()

@@ -46,7 +46,9 @@ class WorkerProcess:
         queues: Sequence[str] = (),
         concurrency: int | None = None,
         env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", name]: another "host"
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -58,7 +60,8 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "opendps.cli", "worker", "--config", str(self.config)]
+        argv = [*self.prefix, sys.executable, "-m", "opendps.cli", "worker"]
+        argv += ["--config", str(self.config)]
         argv += ["--data-dir", str(self.data_dir)]
         for queue in self.queues:
             argv += ["--queue", queue]
@@ -71,6 +74,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
+        """The worker's pid (inside ``ip netns exec``, which execs it: the same process)."""
         assert self.process is not None
         return self.process.pid
 
@@ -167,8 +171,8 @@ class Cluster:
             cluster.add_worker(f"worker{n + 1}", **options)
         return cluster
 
-    def add_worker(self, name: str, **options: Any) -> WorkerProcess:
-        worker = WorkerProcess(self.root / f"{name}-data", self.config, **options)
+    def add_worker(self, name: str, config: Path | None = None, **options: Any) -> WorkerProcess:
+        worker = WorkerProcess(self.root / f"{name}-data", config or self.config, **options)
         self.workers.append(worker)
         worker.start()
         worker.wait_ready()

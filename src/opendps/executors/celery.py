@@ -310,13 +310,11 @@ class CeleryWorker:
                 event.set()
 
     def _heartbeat_loop(self) -> None:
-        last_sweep = 0.0
+        # Nothing else runs in this thread: a sweep waiting on a lock (held by a partitioned
+        # worker's open transaction) must never delay this worker's own heartbeat.
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
-                if time.monotonic() - last_sweep >= SWEEP_INTERVAL:
-                    last_sweep = time.monotonic()
-                    self.dispatcher.sweep()
             except Exception as exc:  # the store is unreachable: try again next beat
                 log.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})
 
@@ -346,6 +344,7 @@ class CeleryWorker:
         self.beat()  # registered before the first message can be claimed
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="dps-heartbeat", daemon=True)
         heartbeat.start()
+        self.dispatcher.start(run_builds=False)  # sweeps in its own thread
         try:
             worker = self.app.Worker(
                 hostname=f"dps-{os.getpid()}@{self.host}",

@@ -67,8 +67,14 @@ class WorkerStore:
                 conn.execute(workers.insert().values(id=worker_id, started=now, **values))
 
     def remove(self, worker_id: str) -> None:
+        """Forget a worker. On PostgreSQL a row locked by the worker's own open transaction
+        (a worker partitioned mid-heartbeat) is skipped, not waited for: a later sweep
+        removes it."""
         with self.db.write() as conn:
-            conn.execute(workers.delete().where(workers.c.id == worker_id))
+            target = sa.select(workers.c.id).where(workers.c.id == worker_id)
+            if not self.db.is_sqlite:
+                target = target.with_for_update(skip_locked=True)
+            conn.execute(workers.delete().where(workers.c.id.in_(target.scalar_subquery())))
 
     def list_workers(self) -> list[WorkerInfo]:
         with self.db.read() as conn:
