@@ -257,3 +257,15 @@ def test_celery_workers_rebuild_the_recorded_commit_and_say_who_ran_the_job(
     head = s3_client(options).head_object(Bucket=bucket, Key=key)
     assert head["Metadata"]["dps-job-id"] == job_id
     assert head["Metadata"]["dps-algorithm"] == "sleeper"
+
+
+def test_queues_list_the_workers_that_serve_them(cluster: Cluster) -> None:
+    queues = {q["name"]: q for q in cluster.server.client.queues()}
+    assert set(queues) == {"serial", "pair", "limited"}
+    for queue in queues.values():
+        assert queue["workers"], queue
+        for worker in queue["workers"]:
+            assert {"id", "host", "concurrency", "running", "last_seen"} <= set(worker)
+            assert worker["concurrency"] >= 1
+        assert queue["unserved"] is False and queue["warning"] is None
+        assert {"depth", "running", "oldest_waiting_seconds"} <= set(queue)

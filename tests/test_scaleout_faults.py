@@ -236,6 +236,9 @@ def test_a_job_submitted_while_the_broker_is_down_runs_once_it_is_back(
     with cluster.db.read() as conn:
         enqueued = conn.execute(sa.select(jobs.c.enqueued).where(jobs.c.id == job_id)).scalar()
     assert enqueued is None
+    [queue] = cluster.server.client.queues()  # nothing serves q: GET /queues says so
+    assert queue["depth"] == 1 and queue["workers"] == [] and queue["unserved"] is True
+    assert "no worker serves it" in queue["warning"]
     created = new_vhost(missing.name)
     try:
         cluster.add_worker("late-worker", concurrency=1)

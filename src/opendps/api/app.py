@@ -70,36 +70,23 @@ def create_app(
 
 
 def queue_workers(app: FastAPI, queue: str) -> list[dict[str, object]]:
-    """The workers serving ``queue``: heart-beating ``dps worker``s (celery), or this
-    server's own executor (local mode)."""
+    """The workers serving ``queue``: every executor whose heartbeat is fresher than
+    ``heartbeat_timeout`` (celery ``dps worker``s, local ``dps worker``s, the embedded
+    server's own executor)."""
     from datetime import UTC, datetime, timedelta
 
     services: Services = app.state.services
-    settings = services.settings
-    if settings.executor == "celery":
-        alive_since = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout)
-        return [
-            {
-                "id": w.id,
-                "host": w.host,
-                "concurrency": w.concurrency,
-                "running": len(w.running),
-                "last_seen": w.last_seen.isoformat(),
-            }
-            for w in services.worker_store.list_workers()
-            if queue in w.queues and w.last_seen >= alive_since
-        ]
-    executor = getattr(app.state, "executor", None)
-    if executor is None or queue not in executor.queue_slots:
-        return []
+    alive_since = datetime.now(UTC) - timedelta(seconds=services.settings.heartbeat_timeout)
     return [
         {
-            "id": executor.worker,
-            "host": executor.host,
-            "concurrency": executor.queue_slots[queue],
-            "running": None,  # counted per queue, over all workers, in "running"
-            "last_seen": datetime.now(UTC).isoformat(),
+            "id": w.id,
+            "host": w.host,
+            "concurrency": w.concurrency,
+            "running": len(w.running),
+            "last_seen": w.last_seen.isoformat(),
         }
+        for w in services.worker_store.list_workers()
+        if queue in w.queues and w.last_seen >= alive_since
     ]
 
 
