@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from opendps.api.app import create_app
 from opendps.service.jobs import Submission
-from tests.support.dps import ONE_QUEUE, algorithm_yaml, fast_settings, wait_for_build, wait_for_job
+from tests.support.dps import (
+    BACKENDS,
+    ONE_QUEUE,
+    algorithm_yaml,
+    fast_settings,
+    wait_for_build,
+    wait_for_job,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -22,9 +30,13 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def test_metrics_count_what_the_store_holds(tmp_path: Path, make_algorithm_repo) -> None:
+@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+def test_metrics_count_what_the_store_holds(
+    tmp_path: Path, make_algorithm_repo, db_url: str | None
+) -> None:
     repo = make_algorithm_repo({"run.sh": "#!/bin/bash\necho hi\n"}, executable=["run.sh"])
-    settings = fast_settings(tmp_path / "dps", queues=ONE_QUEUE)
+    extra = {"database_url": db_url} if db_url else {}
+    settings = fast_settings(tmp_path / "dps", queues=ONE_QUEUE, **extra)
     app = create_app(settings, isolation="thread")
     with TestClient(app) as client:
         services = app.state.services
@@ -49,6 +61,9 @@ def test_metrics_count_what_the_store_holds(tmp_path: Path, make_algorithm_repo)
     assert found[("dps_job_claims_total", q)] == 2
     assert found[("dps_job_run_seconds_count", q)] == 2
     assert found[("dps_job_run_seconds_bucket", (("le", "+Inf"), ("queue", "q")))] == 2
+    assert found[("dps_job_queue_wait_seconds_count", q)] == 2
+    assert found[("dps_job_queue_wait_seconds_bucket", (("le", "+Inf"), ("queue", "q")))] == 2
+    assert found[("dps_job_queue_wait_seconds_sum", q)] >= 0
     assert found[("dps_builds", (("status", "ready"),))] >= 1
     assert ("dps_workers_alive", q) in found
     assert waiting.status.value == "accepted"

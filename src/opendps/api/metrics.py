@@ -21,6 +21,7 @@ from opendps.models import JobStatus
 from opendps.store.stats import StatsStore
 
 router = APIRouter(tags=["service"])
+QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 6 * 3600)
 RUN_SECONDS_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 
 
@@ -69,6 +70,17 @@ class StoreCollector:
             buckets = [(str(b), c) for b, c in zip(RUN_SECONDS_BUCKETS, counts, strict=True)]
             run_time.add_metric([queue], [*buckets, ("+Inf", count)], total)
         yield run_time
+        wait = HistogramMetricFamily(
+            "dps_job_queue_wait_seconds",
+            "Dispatch latency: submit to claim, of claimed jobs",
+            labels=["queue"],
+        )
+        for queue, (counts, count, total) in sorted(
+            stats.queue_wait_buckets(QUEUE_WAIT_BUCKETS).items()
+        ):
+            buckets = [(str(b), c) for b, c in zip(QUEUE_WAIT_BUCKETS, counts, strict=True)]
+            wait.add_metric([queue], [*buckets, ("+Inf", count)], total)
+        yield wait
         workers = GaugeMetricFamily(
             "dps_workers_alive", "Workers serving the queue", labels=["queue"]
         )

@@ -65,6 +65,27 @@ class StatsStore:
             ).all()
         return {r[0]: ([int(v or 0) for v in r[3:]], int(r[1]), float(r[2] or 0)) for r in rows}
 
+    def queue_wait_buckets(
+        self, bounds: Sequence[float]
+    ) -> dict[str, tuple[list[int], int, float]]:
+        """Per queue, over jobs that were claimed: dispatch latency (submit to last claim)
+        as (cumulative counts per bound, count, sum)."""
+        if self.db.is_sqlite:
+            wait = (sa.func.julianday(jobs.c.started) - sa.func.julianday(jobs.c.created)) * 86400
+        else:
+            wait = sa.func.extract("epoch", jobs.c.started - jobs.c.created)
+        columns = [
+            sa.func.sum(sa.case((wait <= b, 1), else_=0)).label(f"le{i}")
+            for i, b in enumerate(bounds)
+        ]
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.queue, sa.func.count(), sa.func.sum(wait), *columns)
+                .where(jobs.c.started.is_not(None))
+                .group_by(jobs.c.queue)
+            ).all()
+        return {r[0]: ([int(v or 0) for v in r[3:]], int(r[1]), float(r[2] or 0)) for r in rows}
+
     def builds_by_status(self) -> dict[str, int]:
         with self.db.read() as conn:
             rows = conn.execute(
