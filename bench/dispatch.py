@@ -7,7 +7,15 @@
 2. p50/p99 of ``GET /jobs/{id}`` and of the first page of ``GET /jobs`` with 100,000 jobs
    in the store (targets: p99 < 20 ms and < 100 ms).
 
-Run: ``.venv/bin/python bench/dispatch.py [--jobs 1000] [--store-jobs 100000]``.
+3. With ``--celery``: the scale-out path beside a raw-Celery baseline, in the same run and
+   against the machine's RabbitMQ (a fresh vhost, deleted after): a plain Celery task doing
+   the same per-job work (``celery -A celery_baseline worker -c 2``, acks_late, prefetch 1),
+   and opendps with ``executor: celery`` (``dps server`` enqueueing, two ``dps worker``s with
+   concurrency 1 and their own data dirs; jobs submitted in one ``POST /batches``).
+   ``celery_ratio = dps / raw`` in jobs per second (target >= 0.7).
+
+Run: ``.venv/bin/python bench/dispatch.py [--jobs 1000] [--store-jobs 100000]``, or
+``bench/dispatch.py --celery --jobs 300`` for the scale-out comparison only.
 """
 
 from __future__ import annotations
@@ -198,11 +206,189 @@ def bench_latency(root: Path, store_jobs: int, requests: int = 500) -> dict[str,
     return {"status_p50_ms": s50, "status_p99_ms": s99, "list_p50_ms": p50, "list_p99_ms": p99}
 
 
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+def _wait_staged(staged: Path, jobs: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if staged.is_dir() and sum(1 for _ in staged.iterdir()) >= jobs:
+            return
+        time.sleep(0.02)
+    raise RuntimeError("raw Celery baseline did not finish")
+
+
+CELERY_WORKER = [sys.executable, "-m", "celery", "-A", "celery_baseline", "worker"]
+CELERY_WORKER += ["--without-gossip", "--without-mingle"]
+
+
+def bench_raw_celery(root: Path, repo: Path, jobs: int, broker: str) -> float:
+    """Publish N plain Celery tasks; done when every job's output/ is copied."""
+    target = root / "raw-celery"
+    target.mkdir()
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "BENCH_BROKER": broker}
+    worker = subprocess.Popen(
+        [*CELERY_WORKER, "-c", "2", "-P", "prefork", "-Q", "bench-raw", "--loglevel", "WARNING"],
+        cwd=here,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ["BENCH_BROKER"] = broker
+    sys.path.insert(0, str(here))
+    from celery_baseline import app  # the worker's own configuration (queue arguments)
+
+    app.conf.broker_url = broker
+    try:
+        time.sleep(3)  # the worker connects and declares its queue
+        started = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for n in range(jobs):
+                app.send_task(
+                    "bench.job",
+                    args=[str(target), str(repo / "run.sh"), n],
+                    queue="bench-raw",
+                    routing_key="bench-raw",
+                    producer=producer,
+                )
+        _wait_staged(target / "staged", jobs)
+        return time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        app.close()
+
+
+def bench_dps_celery(root: Path, repo: Path, jobs: int, broker: str) -> tuple[float, dict]:
+    """opendps with executor celery: one server, two workers of concurrency 1."""
+    from cryptography.fernet import Fernet
+
+    port = free_port()
+    config = root / "celery.yml"
+    config.write_text(
+        "executor: celery\n"
+        f"broker_url: {broker}\n"
+        f"database_url: sqlite:///{root / 'celery-shared.db'}\n"
+        f"storage_url: {root / 'celery-storage'}\n"
+        f"secret_key: {Fernet.generate_key().decode()}\n"
+        f"port: {port}\n"
+        "queues:\n  - {name: bench, slots: 1, default: true}\n"
+    )
+    dps = [sys.executable, "-m", "opendps.cli"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    server = subprocess.Popen(
+        [*dps, "server", "--config", str(config), "--data-dir", str(root / "celery-server")],
+        **quiet,  # type: ignore[arg-type]
+    )
+    workers = [
+        subprocess.Popen(
+            [*dps, "worker", "--config", str(config), "--data-dir", str(root / f"celery-w{n}")],
+            **quiet,  # type: ignore[arg-type]
+        )
+        for n in (1, 2)
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    queues = client.get("/queues").json()["queues"]
+                    if len(queues[0]["workers"]) == 2:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("celery cluster did not start")
+                time.sleep(0.2)
+            yaml = (
+                f"algorithm_name: trivial\nalgorithm_version: main\nrepository_url: {repo}\n"
+                "run_command: trivial/run.sh\n"
+            )
+            client.post(
+                "/processes", content=yaml, headers={"content-type": "application/yaml"}
+            ).raise_for_status()
+            while client.get("/processes/trivial").json()["build"]["status"] != "ready":
+                time.sleep(0.1)
+            # Warm-up job: each worker rebuilds the algorithm once at the recorded commit.
+            for _ in range(2):
+                client.post("/processes/trivial/execution", json={"inputs": {}})
+            _wait_done(client, 2)
+            started = time.perf_counter()
+            client.post(
+                "/batches",
+                json={"process": "trivial:main", "jobs": [{"inputs": {}}] * jobs},
+            ).raise_for_status()
+            _wait_done(client, jobs + 2)
+            elapsed = time.perf_counter() - started
+            page = client.get("/jobs", params={"limit": 100}).json()["jobs"]
+            phases = [client.get(f"/jobs/{j['jobID']}/metrics").json() for j in page]
+    finally:
+        for process in (server, *workers):
+            process.terminate()
+        for process in (server, *workers):
+            process.wait(60)
+    seconds: dict[str, list[float]] = {}
+    for metrics in phases:
+        for phase, value in (metrics.get("phase_seconds") or {}).items():
+            seconds.setdefault(phase, []).append(value)
+    medians = {k: round(statistics.median(v) * 1000, 1) for k, v in seconds.items()}
+    return elapsed, medians
+
+
+def _wait_done(client: httpx.Client, total: int) -> None:
+    while True:
+        done = sum(
+            client.get("/jobs", params={"status": s, "limit": 1}).json()["numberMatched"]
+            for s in ("successful", "failed", "dismissed")
+        )
+        if done >= total:
+            return
+        time.sleep(0.05)
+
+
+def main_celery(jobs: int) -> None:
+    import uuid
+
+    vhost = f"dps-bench-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    broker = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="dps-bench-celery-") as tmp:
+            root = Path(tmp)
+            repo = make_repo(root / "repo")
+            raw = bench_raw_celery(root, repo, jobs, broker)
+            dps, phase_ms = bench_dps_celery(root, repo, jobs, broker)
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+    print(
+        json.dumps(
+            {
+                "jobs": jobs,
+                "raw_celery_seconds": round(raw, 2),
+                "raw_celery_jobs_per_second": round(jobs / raw, 1),
+                "dps_celery_seconds": round(dps, 2),
+                "dps_celery_jobs_per_second": round(jobs / dps, 1),
+                "celery_ratio": round(raw / dps, 3),
+                "dps_phase_median_ms": phase_ms,
+            },
+            indent=2,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--store-jobs", type=int, default=100_000)
+    parser.add_argument("--celery", action="store_true", help="the scale-out comparison only")
     args = parser.parse_args()
+    if args.celery:
+        main_celery(args.jobs)
+        return
     with tempfile.TemporaryDirectory(prefix="dps-bench-") as tmp:
         root = Path(tmp)
         repo = make_repo(root / "repo")

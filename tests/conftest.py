@@ -6,7 +6,9 @@ pytest_plugins: list[str] = [
     "tests.support.git_repos",
     "tests.support.http_server",
     "tests.support.live_server",
+    "tests.support.netns",
     "tests.support.postgres",
     "tests.support.run_log",
+    "tests.support.rabbitmq",
     "tests.support.s3_server",
 ]

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
     poll_interval: float = 0.5
+    # Scale-out: seconds without a worker heartbeat before its jobs are recovered
+    # (re-queued within max_attempts, else failed worker_lost). Workers beat every quarter.
+    heartbeat_timeout: float = 60.0
+    # Log lines as text, or as JSON objects (one per line, with job_id where one applies).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator(
         "max_request_bytes", "max_batch_request_bytes", "max_registration_bytes", mode="before"

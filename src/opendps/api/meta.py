@@ -94,6 +94,8 @@ def list_queues(request: Request) -> dict[str, Any]:
     for queue in services.settings.queues:
         entry = stats.get(queue.name, {})
         oldest = entry.get("oldest_accepted")
+        workers = request.app.state.queue_workers(queue.name)
+        depth = entry.get("accepted", 0)
         queues.append(
             {
                 "name": queue.name,
@@ -103,10 +105,17 @@ def list_queues(request: Request) -> dict[str, Any]:
                 "slots": queue.slots,
                 "guest": queue.guest,
                 "default": queue.name == services.settings.default_queue,
-                "depth": entry.get("accepted", 0),
+                "depth": depth,
                 "running": entry.get("running", 0),
                 "oldest_waiting_seconds": (now - oldest).total_seconds() if oldest else None,
-                "workers": request.app.state.workers_for(queue.name),
+                "workers": workers,
+                # Jobs wait here and nothing will run them until a worker serves the queue.
+                "unserved": bool(depth and not workers),
+                "warning": (
+                    f"{depth} job(s) wait on {queue.name} and no worker serves it"
+                    if depth and not workers
+                    else None
+                ),
             }
         )
     return {"queues": queues}

@@ -16,6 +16,7 @@ import typer
 
 from opendps.cli.algorithms import algorithm_app
 from opendps.cli.batches import batch_app
+from opendps.cli.doctor import doctor_command
 from opendps.cli.jobs import job_app
 from opendps.cli.local import run_local_command
 from opendps.cli.queues import queues_command
@@ -36,6 +37,7 @@ app.add_typer(secrets_app, name="secrets")
 app.command()(server)
 app.command()(worker)
 app.command("queues")(queues_command)
+app.command("doctor")(doctor_command)
 app.command("run-local")(run_local_command)
 
 

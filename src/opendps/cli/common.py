@@ -5,7 +5,6 @@ errors, and output helpers (JSON, tables, statuses, sizes)."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,11 +28,12 @@ PIPE_WIDTH = 240  # table width when stdout is not a terminal
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# No envvar here: Settings reads DPS_DATA_DIR itself, below the config file; a flag given
+# on the command line overrides both (Settings.load).
 DataDir = typer.Option(
     None,
     "--data-dir",
-    envvar="DPS_DATA_DIR",
-    help="Where the database, storage and work dirs live.",
+    help="Where the database, storage and work dirs live (env DPS_DATA_DIR).",
 )
 ConfigFile = typer.Option(None, "--config", envvar="DPS_CONFIG", help="YAML settings file.")
 Url = typer.Option(DEFAULT_URL, "--url", envvar="DPS_URL", help="The server's base URL.")
@@ -73,10 +73,10 @@ def load_settings(config: Path | None, **overrides: object) -> Settings:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(settings: Settings | None = None) -> None:
+    from opendps.logs import setup_logging as configure
+
+    configure(settings.log_format if settings else "text")
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from opendps.cli.common import AsJson, Token, Url, connect, human_size, print_json, print_table
+from opendps.cli.common import (
+    AsJson,
+    Token,
+    Url,
+    connect,
+    err,
+    human_size,
+    print_json,
+    print_table,
+)
+
+
+def _warn(text: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {text}")
 
 
 def queues_command(url: str = Url, token: str | None = Token, as_json: bool = AsJson) -> None:
@@ -37,6 +50,9 @@ def queues_command(url: str = Url, token: str | None = Token, as_json: bool = As
             str(q.get("depth", 0)),
             str(q.get("running", 0)),
             f"{oldest:.0f} s" if oldest is not None else "",
-            str(q.get("workers", "")),
+            str(len(q["workers"]) if isinstance(q.get("workers"), list) else q.get("workers", "")),
         )
     print_table(table)
+    for q in queues:
+        if q.get("warning"):
+            _warn(q["warning"])

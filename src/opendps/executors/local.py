@@ -24,13 +24,13 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from opendps.errors import InvalidTransition
 from opendps.executors.recovery import (
     is_orphaned,
     node_id,
     process_alive,
     recover_job,
     recover_node,
+    worker_alive,
     worker_id,
 )
 
@@ -76,6 +76,7 @@ class LocalExecutor:
 
     def start(self) -> None:
         self._announce_box()
+        self.beat()
         self.recover()
         if self.run_builds:
             self.services.catalog.requeue_interrupted_builds()
@@ -88,6 +89,10 @@ class LocalExecutor:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop claiming. Running supervisors carry on (a restart adopts them)."""
         self._stop.set()
+        try:
+            self.services.worker_store.remove(self.worker)
+        except Exception:
+            log.warning("could not remove this executor's heartbeat row", exc_info=True)
         self.services.work_available.set()
         if self._launcher is not None:  # first, so its reader thread sees EOF
             try:
@@ -130,6 +135,9 @@ class LocalExecutor:
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> None:
+        for row in self.services.worker_store.list_workers():  # earlier executors of this host
+            if row.host == self.host and row.id != self.worker and not worker_alive(row.id):
+                self.services.worker_store.remove(row.id)
         adopted, recovered = recover_node(self.services)
         for job, attempt in adopted:
             if attempt.pid:
@@ -176,14 +184,17 @@ class LocalExecutor:
     # -- dispatching ----------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
-        last_check = time.monotonic()
+        last_check = last_beat = time.monotonic()
         while not self._stop.is_set():
-            self.services.work_available.wait(self.settings.poll_interval)
+            self.services.work_available.wait(min(self.settings.poll_interval, self.beat_interval))
             self.services.work_available.clear()
             if self._stop.is_set():
                 break
             try:
                 self._claim_all()
+                if time.monotonic() - last_beat > self.beat_interval:
+                    last_beat = time.monotonic()
+                    self.beat()
                 if time.monotonic() - last_check > RECOVERY_INTERVAL:
                     last_check = time.monotonic()
                     self._check_adopted()
@@ -191,6 +202,22 @@ class LocalExecutor:
             except Exception:
                 log.exception("dispatch loop error", extra={"action": "dispatch_error"})
                 time.sleep(self.settings.poll_interval)
+
+    @property
+    def beat_interval(self) -> float:
+        return max(0.5, min(RECOVERY_INTERVAL, self.settings.heartbeat_timeout / 4))
+
+    def beat(self) -> None:
+        """This executor's heartbeat row: GET /queues lists it as a worker of its queues."""
+        with self._local_lock:
+            running = sorted(set(self._local) | set(self._adopted))
+        self.services.worker_store.heartbeat(
+            self.worker,
+            host=self.host,
+            queues=list(self.queue_slots),
+            concurrency=sum(self.queue_slots.values()),
+            running=running,
+        )
 
     def _claim_all(self) -> None:
         while not self._stop.is_set():
@@ -283,18 +310,6 @@ class LocalExecutor:
 
     def _build_loop(self) -> None:
         """One of ``build_slots`` threads: each takes the oldest queued build nobody took."""
-        while not self._stop.is_set():
-            builds = self.services.catalog.queued_builds()
-            if not builds:
-                self._stop.wait(self.settings.poll_interval)
-                continue
-            for build in builds:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.services.algorithms.run_build(build)
-                    break  # look again: another slot may have taken the next ones
-                except InvalidTransition:
-                    continue  # another slot (or server) started it first
-                except Exception:
-                    log.exception("build %s failed to run", build.id)
+        from opendps.executors.builds import build_loop
+
+        build_loop(self.services, self._stop)

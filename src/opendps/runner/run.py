@@ -94,12 +94,18 @@ def run_job(
     *,
     cancel_event: threading.Event | None = None,
     attempt: int | None = None,
+    worker: dict[str, str] | None = None,
 ) -> Job:
-    """Run attempt ``attempt`` (default: the current one) of a claimed job to its end."""
+    """Run attempt ``attempt`` (default: the current one) of a claimed job to its end.
+
+    ``worker`` (``{"id", "host"}``) is recorded in the job's metrics by executors whose
+    workers live on other machines."""
     job = services.job_store.get_job(job_id)
     if job.status != JobStatus.RUNNING or (attempt is not None and job.attempts != attempt):
         return job
     state = RunState(job=job, attempt=job.attempts)
+    if worker:
+        state.metrics["worker"] = dict(worker)
     watch = CancelWatch(services, job_id)
     if cancel_event is not None:
         watch.event = cancel_event
@@ -141,6 +147,8 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
             f"{(build.message if build else '') or ''}".rstrip(": "),
         )
     state.metrics["build_commit"] = build.commit
+    local = _local_build(services, algorithm, spec, build)
+    state.metrics["build"] = {"commit": build.commit, "source": local.source}
 
     work = prepare_workdir(settings.jobs_dir / job.id, job)
     state.work = work
@@ -151,7 +159,23 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
     _check_cancel(watch, Phase.LOCALIZE)
 
     state.enter(Phase.RUN)
-    _execute(services, state, spec, build.algorithm_dir, build.env_dir, watch)
+    _execute(services, state, spec, local.algorithm_dir, local.env_dir, watch)
+
+
+def _local_build(services: Services, algorithm: Any, spec: AlgorithmSpec, build: Any) -> Any:
+    """The build in this data dir; a worker without the registered one rebuilds it at the
+    recorded commit (registry/local_build.py)."""
+    from opendps.registry.local_build import ensure_local_build
+
+    try:
+        return ensure_local_build(services, algorithm, spec, build)
+    except OpenDPSError as exc:
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.BUILD_ERROR,
+            Phase.BUILD,
+            f"rebuilding {algorithm.process_id} at {build.commit} here failed: {exc.message}",
+        )
 
 
 def _check_cancel(watch: CancelWatch, phase: Phase) -> None:
@@ -467,10 +491,18 @@ def _stage(services: Services, state: RunState) -> None:
         if path.is_file() and not path.is_symlink():
             shutil.copyfile(path, work.output / path.name)
     started = time.monotonic()
-    prefix = output_prefix(state.job)
+    job = state.job
+    metadata = {  # on each staged object (S3), so a bucket listing says whose it is
+        "dps-user": job.owner,
+        "dps-algorithm": job.algorithm,
+        "dps-version": job.version,
+        "dps-job-id": job.id,
+        "dps-tag": job.tag or "",
+    }
+    prefix = output_prefix(job)
     files = _within(
         services.settings.stage_time_limit,
-        lambda: services.storage.put_dir(work.output, prefix),
+        lambda: services.storage.put_dir(work.output, prefix, metadata),
         "uploading the outputs",
     )
     state.metrics["stage"] = {
@@ -522,6 +554,8 @@ def _finish(
     from opendps.runner.hostinfo import host_facts
 
     job = state.job
+    if _superseded(services, job):  # re-run elsewhere meanwhile: stage nothing, write nothing
+        return services.job_store.get_job(job.id)
     fields: dict[str, Any] = {"output_url": None}
     if state.work is not None:
         state.enter(Phase.STAGE)
@@ -598,3 +632,9 @@ def _final_write(
             log.warning("job %s: final store write failed (%s); retrying", state.job.id, exc)
             time.sleep(min(0.2 * 2**attempt, 3.0))
     raise AssertionError("unreachable")
+
+
+def _superseded(services: Services, job: Job) -> bool:
+    """Whether the job left this attempt (recovered as lost, re-queued, ended)."""
+    current = services.job_store.get_job(job.id)
+    return current.status != JobStatus.RUNNING or current.attempts != job.attempts

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opendps.models import Job
 from opendps.service.algorithms import AlgorithmService
 from opendps.service.identity import IdentityService
 from opendps.service.jobs import JobService
 from opendps.service.policy import Policy
 from opendps.service.secrets import SecretService, check_secret_key, previous_secret_keys
 from opendps.settings import Settings
-from opendps.store import AccountStore, CatalogStore, Database, JobStore
+from opendps.store import AccountStore, CatalogStore, Database, JobStore, WorkerStore
 
 if TYPE_CHECKING:  # opened lazily: fsspec (and S3) only when something is staged or read
+    from opendps.executors.celery import CeleryDispatcher
     from opendps.runner.sandbox import Sandbox
     from opendps.storage.base import Storage
 
@@ -54,6 +57,7 @@ class Services:
         self.job_store = JobStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
+        self.worker_store = WorkerStore(self.db)
         where = "secret_key (DPS_SECRET_KEY)" if settings.secret_key else "secret.key"
         self.secret_key = check_secret_key(load_secret_key(settings), where)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
@@ -81,6 +85,8 @@ class Services:
             self.secrets,
             storage=lambda: self.storage,
             work_available=self.work_available,
+            on_submitted=self._jobs_submitted,
+            on_cancelled=self._jobs_cancelled,
         )
 
     @cached_property
@@ -97,5 +103,26 @@ class Services:
 
         return open_storage(self.settings)
 
+    @cached_property
+    def dispatcher(self) -> CeleryDispatcher | None:
+        """The celery dispatcher (publish, revoke) when ``executor: celery``, else None."""
+        if self.settings.executor != "celery":
+            return None
+        from opendps.executors.celery import CeleryDispatcher
+
+        return CeleryDispatcher(self)
+
+    def _jobs_submitted(self, jobs: Sequence[Job]) -> None:
+        """New jobs are in the store: publish them to the broker (scale-out)."""
+        if self.dispatcher is not None:
+            self.dispatcher.publish([j for j in jobs if not j.deduped])
+
+    def _jobs_cancelled(self, job_ids: Sequence[str]) -> None:
+        """Cancel flags are set in the store: revoke the messages (scale-out)."""
+        if self.dispatcher is not None:
+            self.dispatcher.revoke(list(job_ids))
+
     def close(self) -> None:
+        if "dispatcher" in self.__dict__ and self.dispatcher is not None:
+            self.dispatcher.close()
         self.db.dispose()

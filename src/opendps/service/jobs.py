@@ -105,6 +105,8 @@ class JobService:
         *,
         storage: Callable[[], Storage],
         work_available: threading.Event,
+        on_submitted: Callable[[Sequence[Job]], None] | None = None,
+        on_cancelled: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -113,10 +115,24 @@ class JobService:
         self.secrets = secrets
         self._storage = storage
         self.work_available = work_available
+        # Scale-out: the Celery dispatcher publishes new jobs and revokes cancelled ones.
+        self._on_submitted = on_submitted
+        self._on_cancelled = on_cancelled
 
     @property
     def storage(self) -> Storage:
         return self._storage()
+
+    def _announce_submitted(self, jobs: Sequence[Job]) -> None:
+        """Wake the local executor at once (or publish the jobs, in scale-out mode)."""
+        self.work_available.set()
+        if self._on_submitted is not None:
+            self._on_submitted(jobs)
+
+    def _announce_cancelled(self, job_ids: Sequence[str]) -> None:
+        self.work_available.set()
+        if self._on_cancelled is not None:
+            self._on_cancelled(job_ids)
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -186,7 +202,7 @@ class JobService:
                     Phase.BUILD,
                     f"the build of {algorithm.process_id} failed: {algorithm.build.message}",
                 )
-        self.work_available.set()
+        self._announce_submitted(jobs)
         if any(a.build and a.build.status == BuildStatus.FAILED for a in algorithms.values()):
             return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
         return jobs
@@ -276,7 +292,7 @@ class JobService:
         """Queued: dismissed at once. Running: its supervisor kills it within a second or so."""
         self.get(job_id, user)
         job = self.store.request_cancel(job_id)
-        self.work_available.set()
+        self._announce_cancelled([job_id])
         return job
 
     def retry(self, job_id: str, user: str) -> Job:
@@ -316,9 +332,10 @@ class JobService:
 
     def cancel_batch(self, batch_id: str, user: str) -> Batch:
         self.get_batch(batch_id, user)
-        for job_id in self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING]):
+        ids = self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING])
+        for job_id in ids:
             self.store.request_cancel(job_id)
-        self.work_available.set()
+        self._announce_cancelled(ids)
         return self.store.get_batch(batch_id)
 
     def retry_batch(self, batch_id: str, user: str) -> list[Job]:

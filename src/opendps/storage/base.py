@@ -9,6 +9,7 @@ paths straight through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -39,8 +40,11 @@ class Storage(Protocol):
 
     url: str  # base URL, without a trailing slash
 
-    def put_dir(self, local_dir: Path, prefix: str) -> list[StoredFile]:
-        """Upload ``local_dir`` recursively under ``prefix``; the files written, by path."""
+    def put_dir(
+        self, local_dir: Path, prefix: str, metadata: Mapping[str, str] | None = None
+    ) -> list[StoredFile]:
+        """Upload ``local_dir`` recursively under ``prefix``; the files written, by path.
+        ``metadata`` is stored with each object where the storage keeps metadata (S3)."""
         ...
 
     def list(self, prefix: str) -> list[StoredFile]:

@@ -64,12 +64,14 @@ class FsspecStorage:
 
     # -- the Storage protocol -------------------------------------------------------------
 
-    def put_dir(self, local_dir: Path, prefix: str) -> list[StoredFile]:
+    def put_dir(
+        self, local_dir: Path, prefix: str, metadata: Mapping[str, str] | None = None
+    ) -> list[StoredFile]:
         prefix = normalize_key(prefix, allow_empty=True)
         stored = []
         for rel, source in _walk_files(Path(local_dir)):
             key = join_key(prefix, rel)
-            size = self._put_file(source, key)
+            size = self._put_file(source, key, metadata)
             stored.append(StoredFile(path=rel, size=size, url=self.url_for(key)))
         return stored
 
@@ -132,11 +134,16 @@ class FsspecStorage:
     def _path(self, key: str) -> str:
         return f"{self._root}/{key}" if key else self._root
 
-    def _put_file(self, source: Path, key: str) -> int:
-        """Copy one file to ``key`` in blocks; return its size."""
+    def _put_file(self, source: Path, key: str, metadata: Mapping[str, str] | None = None) -> int:
+        """Copy one file to ``key`` (S3: multipart in parallel, with user metadata)."""
         target = self._path(key)
         if self._local:
             return _copy_local(source, Path(target))
+        if self.protocol in ("s3", "s3a"):
+            from opendps.storage.s3_transfer import upload_file
+
+            upload_file(self._options, source, target, metadata)
+            return source.stat().st_size
         with (
             open(source, "rb") as src,
             self._remote.open(target, "wb", block_size=BLOCK_SIZE) as dst,

@@ -13,6 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Our transactions are short. One left open by a client that vanished mid-transaction (a
+# worker cut off by a network partition) would hold its row locks, and block the recovery
+# of its jobs, until the server noticed the dead connection, which takes hours with default
+# TCP keepalives: PostgreSQL ends such a session after a minute instead.
+IDLE_TRANSACTION_LIMIT = "idle_in_transaction_session_timeout=60000"
 _migrate_lock = threading.Lock()
 
 
@@ -40,7 +45,11 @@ class Database:
         else:
             try:
                 self.engine = sa.create_engine(
-                    self.url, pool_pre_ping=True, pool_size=8, max_overflow=16
+                    self.url,
+                    pool_pre_ping=True,
+                    pool_size=8,
+                    max_overflow=16,
+                    connect_args={"options": f"-c {IDLE_TRANSACTION_LIMIT}"},
                 )
             except ImportError as exc:  # the driver is an extra (opendps[postgres])
                 raise ImportError(

@@ -427,6 +427,60 @@ class JobStore:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
         return _job_from_row(row)
 
+    def claim_job(
+        self, job_id: str, *, host: str, worker: str, node: str | None = None
+    ) -> Job | None:
+        """Move one given job from ``accepted`` to ``running`` (the celery executor's claim:
+        the broker chose the job, the store decides whether it runs).
+
+        Answers None, changing nothing, when the job is not accepted (already running,
+        ended, or a duplicate message), is cancelled, or its build is not ready.
+        """
+        now = utcnow()
+        with self.db.write() as conn:
+            ready = (
+                sa.select(builds.c.id)
+                .select_from(builds.join(algorithms, algorithms.c.build_id == builds.c.id))
+                .where(algorithms.c.id == jobs.c.algorithm_id, builds.c.status == "ready")
+                .exists()
+            )
+            attempts = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.ACCEPTED.value,
+                    jobs.c.cancel_requested.is_(False),
+                    ready,
+                )
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    started=now,
+                    updated=now,
+                    attempts=jobs.c.attempts + 1,
+                    reason=None,
+                    phase=None,
+                    message=None,
+                )
+                .returning(jobs.c.attempts)
+            ).scalar()
+            if attempts is None:
+                return None
+            conn.execute(
+                job_attempts.insert().values(
+                    job_id=job_id, number=attempts, host=host, worker=worker, node=node, started=now
+                )
+            )
+            conn.execute(
+                job_events.insert().values(
+                    job_id=job_id,
+                    at=now,
+                    status=JobStatus.RUNNING.value,
+                    message=f"claimed by {worker} on {host} (attempt {attempts})",
+                )
+            )
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return _job_from_row(row)
+
     def transition(
         self,
         job_id: str,

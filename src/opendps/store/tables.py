@@ -129,6 +129,8 @@ jobs = sa.Table(
     sa.Column("warnings", sa.JSON, nullable=True),
     # The execute request's answer options (OGC response/outputs/subscriber), revision 0002.
     sa.Column("request", sa.JSON, nullable=True),
+    # celery executor: when run_job(id) was last published; NULL = not on the broker (yet).
+    sa.Column("enqueued", UTCDateTime, nullable=True),
 )
 # claim_next walks this index in priority order.
 sa.Index("ix_jobs_claim", jobs.c.queue, jobs.c.status, jobs.c.priority, jobs.c.seq)
@@ -140,6 +142,9 @@ sa.Index("ix_jobs_tag_seq", jobs.c.tag, jobs.c.seq)
 sa.Index("ix_jobs_batch_seq", jobs.c.batch_id, jobs.c.seq)
 sa.Index("ix_jobs_created", jobs.c.created)
 sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
+
+# The celery sweeper looks for accepted jobs that are not on the broker.
+sa.Index("ix_jobs_status_enqueued", jobs.c.status, jobs.c.enqueued)
 
 job_attempts = sa.Table(
     "job_attempts",
@@ -184,4 +189,18 @@ secrets = sa.Table(
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Column("updated", UTCDateTime, nullable=False),
     sa.UniqueConstraint("owner", "name", name="uq_secrets_owner_name"),
+)
+
+# Scale-out workers (``dps worker`` with executor celery): one row per worker process,
+# refreshed by its heartbeat; a row older than heartbeat_timeout is a lost worker.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),  # host:pid:start, as in job_attempts
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("queues", sa.JSON, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("running", sa.JSON, nullable=False),  # ids of the jobs it runs now
+    sa.Column("started", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
 )
