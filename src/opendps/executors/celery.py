@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -46,7 +45,12 @@ from kombu import Queue
 
 from opendps.errors import NoSuchJob
 from opendps.executors.liveness import recover_lost_job, recover_lost_workers
-from opendps.executors.recovery import RUN_PID_FILE, process_alive, worker_id
+from opendps.executors.recovery import (
+    end_attempt_processes,
+    node_id,
+    worker_alive,
+    worker_id,
+)
 from opendps.models import JobStatus
 
 if TYPE_CHECKING:
@@ -218,7 +222,7 @@ class CeleryWorker:
 
         store = self.services.job_store
         try:
-            job = store.claim_job(job_id, host=self.host, worker=self.id)
+            job = store.claim_job(job_id, host=self.host, worker=self.id, node=node_id())
         except Exception as exc:  # the store is unreachable: try the message again later
             raise StoreUnavailable(str(exc)) from exc
         if job is None:
@@ -321,21 +325,22 @@ class CeleryWorker:
     # -- life cycle -----------------------------------------------------------------------
 
     def kill_orphaned_runs(self) -> int:
-        """Run commands left by an earlier worker on this data dir (killed with SIGKILL):
-        no job of this worker runs yet, so every live one is an orphan."""
+        """Run commands left on this node by a worker that is gone (killed with SIGKILL):
+        ended through what the store recorded for their attempt (cgroup, pid and start
+        time), never a pid file a job could have written."""
         killed = 0
-        for pid_file in self.settings.jobs_dir.glob(f"*/{RUN_PID_FILE}"):
-            try:
-                pid_text, started_text = pid_file.read_text().split()
-                pid, started = int(pid_text), float(started_text)
-            except (OSError, ValueError):
+        for job, attempt in self.services.job_store.running_on_node(node_id()):
+            if attempt is None or not attempt.worker or worker_alive(attempt.worker):
                 continue
-            if process_alive(pid, started):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                    killed += 1
-                except ProcessLookupError:
-                    pass
+            if attempt.run_pid or attempt.run_cgroup:
+                end_attempt_processes(self.services, attempt)
+                killed += 1
+                log.warning(
+                    "ended the run command of job %s left by worker %s",
+                    job.id,
+                    attempt.worker,
+                    extra={"action": "orphan_killed", "job_id": job.id},
+                )
         return killed
 
     def run(self) -> None:
