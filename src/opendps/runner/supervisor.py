@@ -22,18 +22,24 @@ from opendps.service.context import Services
 from opendps.settings import Settings
 
 
-def supervise(services: Services, job_id: str) -> int:
-    """Body of a supervisor process: run the job, return an exit status."""
+def record_self_as_supervisor(services: Services, job_id: str) -> None:
+    """This process supervises the job: recovery tells by its pid and start time whether
+    it died mid-run (also used by run-local, which supervises its job itself)."""
     import psutil
 
+    me = psutil.Process()
+    services.job_store.record_supervisor(job_id, me.pid, me.create_time())
+
+
+def supervise(services: Services, job_id: str) -> int:
+    """Body of a supervisor process: run the job, return an exit status."""
     from opendps.runner.run import run_job
 
     # The launcher built ``services`` before forking but never connected: drop the
     # inherited pool state without touching the parent's (SQLAlchemy's fork recipe).
     services.db.engine.dispose(close=False)
     try:
-        me = psutil.Process()
-        services.job_store.record_supervisor(job_id, me.pid, me.create_time())
+        record_self_as_supervisor(services, job_id)
         run_job(services, job_id)
         return 0
     finally:

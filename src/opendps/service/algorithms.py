@@ -40,8 +40,7 @@ class AlgorithmService:
         replace: bool = False,
     ) -> Algorithm:
         """Save the algorithm and queue its build (built-ins are ready at once)."""
-        if spec.queue and self.services.settings.queue(spec.queue) is None:
-            spec = spec.model_copy(update={"queue": None})  # MAAP names queues we may not have
+        spec = self.stored_spec(spec)
         try:
             existing = self.catalog.get_algorithm(spec.name, spec.version)
         except NoSuchProcess:
@@ -62,6 +61,13 @@ class AlgorithmService:
         )
         self.services.work_available.set()
         return algorithm
+
+    def stored_spec(self, spec: AlgorithmSpec) -> AlgorithmSpec:
+        """The spec as ``register`` stores it: a queue this site does not have is dropped
+        (MAAP registrations name queues we may not have), so jobs use the default one."""
+        if spec.queue and self.services.settings.queue(spec.queue) is None:
+            return spec.model_copy(update={"queue": None})
+        return spec
 
     def get(self, process_id: str) -> Algorithm:
         name, version = split_process_id(process_id)

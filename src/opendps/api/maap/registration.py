@@ -8,7 +8,6 @@ a MAAP algorithm YAML is registered as one, so 5.x users can deploy their existi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from typing import Any
@@ -21,7 +20,14 @@ from opendps.errors import Forbidden
 from opendps.models import Algorithm
 from opendps.registry.spec import AlgorithmSpec, parse_registration
 from opendps.service.context import Services
-from opendps.service.packages import CWL_TYPES, YAML_TYPES, Package, media_type_of, parse_package
+from opendps.service.packages import (
+    CWL_TYPES,
+    YAML_TYPES,
+    Package,
+    cwl_available,
+    media_type_of,
+    parse_package,
+)
 
 MAX_PACKAGE_BYTES = 5 * 1024 * 1024
 CWL_UNAVAILABLE = (
@@ -31,13 +37,6 @@ CWL_UNAVAILABLE = (
     "deploy_algorithm_from_cwl_file"
 )
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-
-
-def cwl_available() -> bool:
-    try:
-        return importlib.util.find_spec("opendps.registry.cwl") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def _is_cwl(data: Any) -> bool:
