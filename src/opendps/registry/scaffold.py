@@ -160,7 +160,7 @@ def init_algorithm(path: Path | str) -> Path:
         "build.sh": BUILD_SH.replace("{name}", name),
         "algorithm.yml": ALGORITHM_YML.format(name=name, repository_url=folder, greeting=GREETING),
         "README.md": README.format(name=name),
-        ".gitignore": "output-*/\n",
+        ".gitignore": "output-*/\ndata/test-output/\n",
         "data/input/sample.txt": SAMPLE,
         "data/output/report.txt": expected_report(GREETING, {"sample.txt": SAMPLE}),
     }
