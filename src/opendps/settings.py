@@ -118,6 +118,19 @@ class Settings(BaseSettings):
     keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
     poll_interval: float = 0.5
+    # Container images for registrations with docker_container_url (DESIGN §15):
+    # auto = podman when it is installed; podman = podman (missing: the fallback applies);
+    # none = never build or run images.
+    container_engine: Literal["auto", "podman", "none"] = "auto"
+    # When an image cannot be used (no engine, a base image that cannot be found or pulled):
+    # host = build and run on the host, saying so on the process and on every job;
+    # refuse = the build fails with a message naming the image.
+    container_fallback: Literal["host", "refuse"] = "host"
+    # Seconds a base image pull may take before the base counts as "cannot be pulled".
+    container_pull_timeout: float = 300.0
+    # The OCI runtime podman uses; default: runc when installed (crun cannot run on hosts
+    # with a cgroup v1/v2 hybrid), else podman's own default.
+    container_runtime: str | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -181,7 +181,9 @@ def _build_usable(build: Build | None) -> bool:
     if build is None or build.status != BuildStatus.READY:
         return False
     # The data dir may have been cleaned by hand; a ready record without files is no cache.
-    return all(Path(d).is_dir() for d in (build.algorithm_dir, build.env_dir) if d)
+    # A container build has no virtualenv: its environment is the image.
+    folders = (build.algorithm_dir,) if build.image else (build.algorithm_dir, build.env_dir)
+    return all(Path(d).is_dir() for d in folders if d)
 
 
 def ensure_built(

@@ -45,6 +45,7 @@ class RunState:
     exit_code: int | None = None
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    image: str | None = None  # the container image the job runs in (runner/container.py)
     phase: Phase = Phase.BUILD
     _mark: float = field(default_factory=time.monotonic)
 
@@ -125,6 +126,10 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
             f"{(build.message if build else '') or ''}".rstrip(": "),
         )
     state.metrics["build_commit"] = build.commit
+    state.image = build.image  # where the job runs, said on every job (DESIGN §15)
+    state.metrics["container"] = build.container or (
+        "host (no docker_container_url)" if not spec.cwl else "cwltool"
+    )
 
     work = prepare_workdir(settings.jobs_dir / job.id, job)
     state.work = work
@@ -318,6 +323,8 @@ def _start_execute(
 
     work = state.work
     assert work is not None
+    if state.image:  # built into a container image (registry/images.py): run in it
+        return _execute_in_image(services, state, argv, env, queue, watch)
     return execute(
         argv,
         cwd=work.root,
@@ -332,6 +339,37 @@ def _start_execute(
         job_id=state.job.id,
         on_start=lambda pid: _record_run_pid(work, pid),
     )
+
+
+def _execute_in_image(
+    services: Services,
+    state: RunState,
+    argv: list[str],
+    env: dict[str, str],
+    queue: Any,
+    watch: CancelWatch,
+) -> Any:
+    from opendps.runner.container import ContainerUnavailable, execute_job_in_image
+
+    work = state.work
+    assert work is not None and state.image is not None
+    try:
+        return execute_job_in_image(
+            services.settings,
+            state.image,
+            argv,
+            job_id=state.job.id,
+            work_dir=work.root,
+            env=env,
+            stdout_path=work.stdout,
+            stderr_path=work.stderr,
+            queue=queue,
+            should_cancel=watch,
+            cancel_event=watch.event,
+            on_start=lambda pid: _record_run_pid(work, pid),
+        )
+    except ContainerUnavailable as exc:
+        raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
 
 
 def _record_run_pid(work: WorkDir, pid: int) -> None:

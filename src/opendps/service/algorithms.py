@@ -109,6 +109,7 @@ class AlgorithmService:
     def run_build(self, build: Build) -> Build:
         """Run one queued build to the end (called by the build worker thread)."""
         from opendps.registry.build import build_algorithm
+        from opendps.registry.images import plan_container
 
         build = self.catalog.start_build(build.id)
         algorithm = self.catalog.get_algorithm_by_id(build.algorithm_id)
@@ -119,8 +120,11 @@ class AlgorithmService:
         target.mkdir(parents=True)
         log_path = target / "build.log"
         self.catalog.update_build(build.id, log_path=str(log_path))
+        container = None
         try:
-            result = build_algorithm(spec, target, log_path)
+            plan = plan_container(spec, self.services.settings, log_path)
+            container = plan.description
+            result = build_algorithm(spec, target, log_path, image=plan.builder())
         except OpenDPSError as exc:
             log.warning(
                 "build of %s failed: %s",
@@ -128,7 +132,9 @@ class AlgorithmService:
                 exc.message,
                 extra={"action": "build_failed"},
             )
-            finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=exc.message)
+            finished = self.catalog.finish_build(
+                build.id, BuildStatus.FAILED, message=exc.message, container=container
+            )
             self._fail_waiting_jobs(algorithm, exc.message)
             return finished
         except Exception as exc:  # never leave a build "building"
@@ -145,6 +151,8 @@ class AlgorithmService:
             algorithm_dir=str(result.algorithm_dir),
             env_dir=str(result.env_dir),
             message=None,
+            image=result.image,
+            container=f"podman {result.image}" if result.image else container,
         )
         self.services.work_available.set()
         return finished
