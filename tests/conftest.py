@@ -5,6 +5,7 @@ pytest_plugins: list[str] = [
     "tests.support.git_repos",
     "tests.support.http_server",
     "tests.support.live_server",
+    "tests.support.podman",
     "tests.support.postgres",
     "tests.support.s3_server",
 ]

@@ -83,7 +83,9 @@ def execute_in_container(
     """Run ``argv`` in ``image`` to its end (or its limit, or a cancel) and measure it."""
     name = container_name(job_id)
     remove_container(podman, name)  # left by an earlier attempt whose supervisor died
-    group = limits.create_job_cgroup(f"ctr-{job_id}") if _v1() else None
+    # On v1 the memory limit is set on our cgroup around the container: the kernel then
+    # counts the OOM kill there, where we can read it after the container is gone.
+    group = limits.create_job_cgroup(f"ctr-{job_id}", memory_limit) if _v1() else None
     with tempfile.NamedTemporaryFile("w", prefix="dps-env-", suffix=".env") as env_file:
         for key, value in container_env(env).items():
             if "\n" not in value:
@@ -105,7 +107,7 @@ def execute_in_container(
             "--security-opt",
             "no-new-privileges",
             *ULIMITS,
-            *_limits(memory_limit, cpus, max_processes),
+            *_limits(None if group is not None else memory_limit, cpus, max_processes),
             *(["--cgroup-parent", _parent_path(group)] if group is not None else []),
             image,
             *in_image_argv(argv),
@@ -194,7 +196,14 @@ def _result(
     started: float,
     wall: float,
 ) -> ExecResult:
-    oom = oom_flag or (group is not None and group.oom_kills() > 0)
+    # Some kernels count the OOM kill only in the container's own cgroup (gone by now): a
+    # SIGKILL nobody sent, in a cgroup that hit its limit, is the OOM killer too.
+    hit_limit = group is not None and _failcnt(group) > 0
+    oom = (
+        oom_flag
+        or (group is not None and group.oom_kills() > 0)
+        or (code == 128 + 9 and stop is None and hit_limit)
+    )
     killed = code > 128 and (stop is not None or oom)
     user, system = _cpu_seconds(group)
     return ExecResult(
@@ -270,6 +279,14 @@ def _controller_dir(group: limits.JobCgroup | None, controller: str) -> Path | N
     return mount.parent / controller / group.path.relative_to(mount)
 
 
+def _failcnt(group: limits.JobCgroup) -> int:
+    """How often the cgroup's usage hit its memory limit."""
+    try:
+        return int((group.path / "memory.failcnt").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def _pids_current(group: limits.JobCgroup | None) -> int:
     folder = _controller_dir(group, "pids")
     try:
@@ -300,6 +317,7 @@ def _remove_group(group: limits.JobCgroup) -> None:
                     if child.is_dir():
                         _rmdir(child)
                 _rmdir(folder)
+                _rmdir(folder.parent)  # the jobs folder, once no other job uses it
         for child in sorted(group.path.rglob("*"), key=lambda p: -len(p.parts)):
             if child.is_dir():
                 _rmdir(child)
