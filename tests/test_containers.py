@@ -205,3 +205,60 @@ def test_host_fallback_runs_on_the_host_and_says_so(
     else:
         assert said.startswith(f"host (the base image {missing} could not be found or pulled")
     assert result.build.image is None and result.build.container == said
+
+
+CWL_TOOL = """\
+cwlVersion: v1.2
+class: CommandLineTool
+id: {name}
+$namespaces: {{s: https://schema.org/}}
+s:softwareVersion: 1.0.0
+requirements:
+  DockerRequirement: {{dockerPull: "{image}"}}
+baseCommand: [cat, /marker]
+stdout: marker.txt
+inputs: []
+outputs:
+  marker: {{type: stdout}}
+"""
+
+
+def test_a_cwl_docker_requirement_runs_in_podman(
+    base_image: str, prefix: str, tmp_path: Path
+) -> None:
+    package = tmp_path / "tool.cwl"
+    package.write_text(CWL_TOOL.format(name=f"{prefix}-cwl", image=base_image))
+    result = run_local(
+        package, {}, data_dir=tmp_path / "rl", output_dir=tmp_path / "out", config=config(tmp_path)
+    )
+    assert result.ok, (result.job.message, result.logs["stderr"][-2000:])
+    assert (tmp_path / "out" / "marker.txt").read_text() == MARKER
+    assert result.metrics["container"] == "podman (cwltool)"
+
+
+def test_a_cwl_image_that_cannot_be_pulled_runs_on_the_host_or_is_refused(
+    podman: Podman, prefix: str, tmp_path: Path
+) -> None:
+    package = tmp_path / "tool.cwl"
+    missing = f"localhost/opendps-test/{prefix}-nope:1"
+    package.write_text(
+        CWL_TOOL.format(name=f"{prefix}-cwlhost", image=missing).replace(
+            "baseCommand: [cat, /marker]", "baseCommand: [echo, on-the-host]"
+        )
+    )
+    result = run_local(
+        package, {}, data_dir=tmp_path / "rl", output_dir=tmp_path / "out", config=config(tmp_path)
+    )
+    assert result.ok, (result.job.message, result.logs["stderr"][-2000:])
+    assert (tmp_path / "out" / "marker.txt").read_text() == "on-the-host\n"
+    assert result.metrics["container"].startswith(f"host (the CWL image {missing} could not")
+    assert any("moved to hints" in w for w in result.job.warnings)
+    refused = run_local(
+        package,
+        {},
+        data_dir=tmp_path / "rl2",
+        output_dir=tmp_path / "out2",
+        config=config(tmp_path, container_fallback="refuse"),
+    )
+    assert refused.job.status == JobStatus.FAILED and refused.job.reason == Reason.BUILD_ERROR
+    assert f"cannot use the container image {missing}" in (refused.job.message or "")

@@ -133,9 +133,9 @@ def ensure_image(podman: Podman, image: str, pull_timeout: float, log: BinaryIO)
     offset = _offset(log)
     code = run_logged(podman.command("pull", image), log, pull_timeout, "podman pull")
     if code is None:
-        return f"pulling the base image {image} took more than {pull_timeout:.0f} s"
+        return f"pulling the {what} {image} took more than {pull_timeout:.0f} s"
     if code != 0:
-        return f"the base image {image} could not be found or pulled: {_tail(log, offset)}"
+        return f"the {what} {image} could not be found or pulled: {_tail(log, offset)}"
     return ""
 
 

@@ -241,8 +241,14 @@ def _execute(
     elif spec.cwl:
         from opendps.runner.cwl_exec import prepare_cwl_run
 
-        argv, notes = prepare_cwl_run(spec, job, work, os.environ.get("DPS_PYTHON", _python()))
+        try:
+            argv, notes, where = prepare_cwl_run(
+                spec, job, work, os.environ.get("DPS_PYTHON", _python()), settings
+            )
+        except OpenDPSError as exc:  # container_fallback: refuse, and an image it cannot use
+            raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
         state.warnings.extend(notes)
+        state.metrics["container"] = where
     else:
         try:
             argv = resolve_run_command(spec, Path(algorithm_dir or ""))
