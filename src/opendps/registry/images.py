@@ -124,12 +124,14 @@ def plan_container(spec: AlgorithmSpec, settings: Settings, log_path: Path) -> C
     return ContainerPlan(base, None, f"host ({why})")
 
 
-def ensure_image(podman: Podman, image: str, pull_timeout: float, log: BinaryIO) -> str:
-    """ "" when ``image`` is here (pulled now if need be), else why it cannot be had."""
+def ensure_image(
+    podman: Podman, image: str, pull_timeout: float, log: BinaryIO, what: str = "base image"
+) -> str:
+    """Empty when ``image`` is here (pulled now if need be), else why it cannot be had."""
     if image_exists(podman, image):
-        note(log, f"base image {image} is present")
+        note(log, f"{what} {image} is present")
         return ""
-    note(log, f"pulling the base image {image} (at most {pull_timeout:.0f} s)")
+    note(log, f"pulling the {what} {image} (at most {pull_timeout:.0f} s)")
     offset = _offset(log)
     code = run_logged(podman.command("pull", image), log, pull_timeout, "podman pull")
     if code is None:
