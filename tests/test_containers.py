@@ -262,3 +262,21 @@ def test_a_cwl_image_that_cannot_be_pulled_runs_on_the_host_or_is_refused(
     )
     assert refused.job.status == JobStatus.FAILED and refused.job.reason == Reason.BUILD_ERROR
     assert f"cannot use the container image {missing}" in (refused.job.message or "")
+
+
+def test_shell_runs_in_the_algorithms_image(base_image: str, prefix: str, tmp_path: Path) -> None:
+    from tests.test_golden import dps_shell
+
+    folder = tmp_path / f"{prefix}-sh"
+    make_algorithm(folder, base_image, run_body="true")
+    (tmp_path / "config.yaml").write_text(config(tmp_path).read_text())
+    done = dps_shell(
+        folder,
+        tmp_path,
+        'cat /marker; echo "cwd=$(pwd)"; ls input; exit 4\n',
+        "--config",
+        str(tmp_path / "config.yaml"),
+    )
+    assert done.returncode == 4, done.stderr
+    assert MARKER in done.stdout and "sample.txt" in done.stdout
+    assert "shell (podman localhost/opendps/" in done.stderr

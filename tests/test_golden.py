@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from opendps.cli import app
 from opendps.errors import InvalidInput, InvalidSpec
 from opendps.executors.golden import golden_inputs
+from opendps.registry.scaffold import init_algorithm
 from opendps.registry.spec import parse_registration
 from opendps.testing import assert_outputs_match, compare_outputs, load_rules
 from tests.support.live_server import LiveServer
@@ -244,3 +246,44 @@ def test_what_init_writes_registers_and_builds_on_a_server(
     assert registered.exit_code == 0, registered.output
     summary = json.loads(registered.stdout)
     assert summary["id"] == "counter:main" and summary["build"]["status"] == "ready"
+
+
+def dps_shell(
+    folder: Path, tmp_path: Path, commands: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``dps shell`` in a subprocess, its stdin fed with ``commands`` (not a terminal)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opendps.cli",
+            "shell",
+            str(folder / "algorithm.yml"),
+            "-i",
+            f"input_file={folder / 'data' / 'input' / 'sample.txt'}",
+            "--data-dir",
+            str(tmp_path / "run-local"),
+            *extra,
+        ],
+        input=commands,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_shell_opens_in_the_jobs_work_dir_and_environment(tmp_path: Path) -> None:
+    folder = init_algorithm(tmp_path / "shelly")
+    done = dps_shell(
+        folder,
+        tmp_path,
+        'echo "cwd=$(pwd)"; ls input; echo "job=$DPS_JOB_ID out=$DPS_OUTPUT_DIR"; exit 7\n',
+    )
+    assert done.returncode == 7, done.stderr
+    cwd = done.stdout.split("cwd=")[1].split()[0]
+    assert Path(cwd).parent == (tmp_path / "run-local" / "jobs").resolve()
+    assert "\nsample.txt\n" in done.stdout
+    job_id = Path(cwd).name
+    assert f"job={job_id} out={cwd}/output" in done.stdout
+    assert "exited 7; the work dir" in done.stderr and Path(cwd).is_dir()

@@ -16,7 +16,7 @@ import typer
 
 from opendps.cli.algorithms import algorithm_app
 from opendps.cli.batches import batch_app
-from opendps.cli.develop import init_command, test_command
+from opendps.cli.develop import init_command, shell_command, test_command
 from opendps.cli.jobs import job_app
 from opendps.cli.local import run_local_command
 from opendps.cli.queues import queues_command
@@ -36,6 +36,7 @@ app.command("queues")(queues_command)
 app.command("run-local")(run_local_command)
 app.command("init")(init_command)
 app.command("test")(test_command)
+app.command("shell")(shell_command)
 
 
 def main() -> None:

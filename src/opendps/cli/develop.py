@@ -13,6 +13,7 @@ from opendps.cli.common import (
     EXIT_USAGE,
     AsJson,
     ConfigFile,
+    Inputs,
     Queue,
     err,
     fail,
@@ -131,3 +132,44 @@ def _print_report(result: object) -> None:
         f"{verdict}: {matched} of {len(report.files)} file(s) match "
         f"(outputs in {escape(str(run.output_dir))})"
     )
+
+
+def shell_command(
+    algorithm_file: Path = AlgorithmFile,
+    inputs: list[str] | None = Inputs,
+    queue: str | None = Queue,
+    data_dir: Path | None = LocalDataDir,
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build again even if unchanged."),
+    config: Path | None = ConfigFile,
+) -> None:
+    """A shell in exactly the job's environment (its image or the host, a work dir with
+    input/ and output/, the run contract's variables), for debugging."""
+    from opendps.cli.inputs import parse_inputs
+    from opendps.errors import OpenDPSError
+    from opendps.executors.local_run import LocalBuildFailed
+    from opendps.executors.shell import open_shell
+
+    def progress(message: str) -> None:
+        err.print(f"[dim]{escape(message)}[/dim]")
+
+    try:
+        session = open_shell(
+            algorithm_file,
+            parse_inputs(inputs),
+            queue=queue,
+            data_dir=data_dir,
+            config=config,
+            rebuild=rebuild,
+            on_progress=progress,
+        )
+    except LocalBuildFailed as exc:
+        if exc.log_tail:
+            err.print("[dim]--- build log (last lines) ---[/dim]\n" + escape(exc.log_tail))
+        fail(exc.message, EXIT_FAILED)
+    except OpenDPSError as exc:
+        fail(exc.message, EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILED)
+    err.print(
+        f"[dim]shell ({escape(session.where)}) exited {session.exit_code}; the work dir "
+        f"{escape(str(session.work_dir))} is kept[/dim]"
+    )
+    raise typer.Exit(session.exit_code)

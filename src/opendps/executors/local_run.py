@@ -127,16 +127,8 @@ def run_local(
         services.catalog.sync_queues(settings.queues)
         with _data_dir_lock(settings.data_dir, say):
             _clear_leftovers(services)
-            commit = None
-            if working_tree is not None and package.spec.repository_url:
-                snapshot = _snapshot(settings, package.spec, Path(working_tree))
-                say(f"building from {snapshot.describe()}")
-                package = replace(
-                    package, spec=package.spec.model_copy(update={"repository_url": snapshot.url})
-                )
-                commit = snapshot.commit
-            algorithm, built, build_seconds = ensure_built(
-                services, package, rebuild, say, expected_commit=commit
+            algorithm, built, build_seconds = build_locally(
+                services, package, working_tree, rebuild, say
             )
             job = _submit(services, algorithm, package.spec, inputs or {}, queue, tag)
             say(f"running job {job.id} on queue {job.queue}")
@@ -158,6 +150,24 @@ def run_local(
 
 
 # -- registration and build -------------------------------------------------------------
+
+
+def build_locally(
+    services: Services,
+    package: Package,
+    working_tree: Path | str | None,
+    rebuild: bool,
+    say: Progress,
+) -> tuple[Algorithm, bool, float]:
+    """``ensure_built``, from a snapshot of ``working_tree`` when one is given."""
+    commit = None
+    if working_tree is not None and package.spec.repository_url:
+        snapshot = _snapshot(services.settings, package.spec, Path(working_tree))
+        say(f"building from {snapshot.describe()}")
+        spec = package.spec.model_copy(update={"repository_url": snapshot.url})
+        package = replace(package, spec=spec)
+        commit = snapshot.commit
+    return ensure_built(services, package, rebuild, say, expected_commit=commit)
 
 
 def read_package(path: Path) -> Package:
@@ -279,8 +289,23 @@ def local_file_urls(spec: AlgorithmSpec, inputs: Mapping[str, Any]) -> dict[str,
 
 def _run_claimed(services: Services, job: Job, on_log: LogSink | None) -> Job:
     """Claim the job as an executor would and run it in this process."""
-    from opendps.executors.recovery import worker_id
     from opendps.runner.run import run_job
+
+    current = claim(services, job)
+    if current.status.terminal:  # e.g. failed at submit by a failed build
+        return current
+    follower = _follow_logs(services, job.id, on_log) if on_log else None
+    with _cancel_on_interrupt() as cancel:
+        final = run_job(services, job.id, cancel_event=cancel)
+    if follower is not None:
+        follower.join(10)
+    return final
+
+
+def claim(services: Services, job: Job) -> Job:
+    """Claim ``job`` as an executor would, with this process as its supervisor; answers
+    it ``running``, or as it already ended (e.g. failed at submit by a failed build)."""
+    from opendps.executors.recovery import worker_id
     from opendps.runner.supervisor import record_self_as_supervisor
 
     queue = services.settings.queue(job.queue)
@@ -291,16 +316,11 @@ def _run_claimed(services: Services, job: Job, on_log: LogSink | None) -> Job:
     )
     if claimed is None or claimed.id != job.id:
         current = services.job_store.get_job(job.id)
-        if current.status.terminal:  # e.g. failed at submit by a failed build
+        if current.status.terminal:
             return current
         raise OpenDPSError(f"job {job.id} could not be claimed (it is {current.status.value})")
     record_self_as_supervisor(services, job.id)
-    follower = _follow_logs(services, job.id, on_log) if on_log else None
-    with _cancel_on_interrupt() as cancel:
-        final = run_job(services, job.id, cancel_event=cancel)
-    if follower is not None:
-        follower.join(10)
-    return final
+    return claimed
 
 
 def _follow_logs(services: Services, job_id: str, on_log: LogSink) -> threading.Thread:

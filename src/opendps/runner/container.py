@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opendps.errors import BuildError
 from opendps.registry.images import ULIMITS, Podman, find_podman, image_exists, in_image_argv
@@ -44,6 +44,12 @@ PASSED_NAMES = ("HOME", "PYTHONUNBUFFERED", "LANG", "TZ")
 ENFORCEMENT = "container"
 PODMAN_TIMEOUT = 60.0  # podman stop / inspect / rm
 TICK = 0.1
+# dps shell's command inside an image: bash when the image has it, else sh.
+SCRIPT_SHELL_INTERACTIVE = (
+    "/bin/sh",
+    "-c",
+    "command -v bash >/dev/null 2>&1 && exec bash; exec sh",
+)
 DEFAULT_MAX_PROCESSES = 1024  # DESIGN §12's default for queues that set no max_processes
 CPU_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -87,27 +93,19 @@ def execute_in_container(
     # counts the OOM kill there, where we can read it after the container is gone.
     group = limits.create_job_cgroup(f"ctr-{job_id}", memory_limit) if _v1() else None
     with tempfile.NamedTemporaryFile("w", prefix="dps-env-", suffix=".env") as env_file:
-        for key, value in container_env(env).items():
-            if "\n" not in value:
-                env_file.write(f"{key}={value}\n")
-        env_file.flush()
+        write_env_file(env_file, env)
         command = podman.command(
             "run",
             "--name",
             name,
-            "--init",
-            "--env-file",
-            env_file.name,
-            "--volume",
-            f"{work_dir}:{work_dir}",
-            "--workdir",
-            str(work_dir),
-            "--network",
-            "host" if network else "none",
-            "--security-opt",
-            "no-new-privileges",
-            *ULIMITS,
-            *_limits(None if group is not None else memory_limit, cpus, max_processes),
+            *run_options(
+                work_dir,
+                Path(env_file.name),
+                network=network,
+                memory_limit=None if group is not None else memory_limit,
+                cpus=cpus,
+                max_processes=max_processes,
+            ),
             *(["--cgroup-parent", _parent_path(group)] if group is not None else []),
             image,
             *in_image_argv(argv),
@@ -141,6 +139,41 @@ def execute_in_container(
     finally:
         if group is not None:
             _remove_group(group)
+
+
+def write_env_file(handle: Any, env: Mapping[str, str]) -> None:
+    """The container's variables (see PASSED_PREFIXES) as a podman ``--env-file``."""
+    for key, value in container_env(env).items():
+        if "\n" not in value:
+            handle.write(f"{key}={value}\n")
+    handle.flush()
+
+
+def run_options(
+    work_dir: Path,
+    env_file: Path,
+    *,
+    network: bool,
+    memory_limit: int | None,
+    cpus: float | None,
+    max_processes: int | None,
+) -> list[str]:
+    """``podman run`` options of every job container (and of ``dps shell``)."""
+    return [
+        "--init",
+        "--env-file",
+        str(env_file),
+        "--volume",
+        f"{work_dir}:{work_dir}",
+        "--workdir",
+        str(work_dir),
+        "--network",
+        "host" if network else "none",
+        "--security-opt",
+        "no-new-privileges",
+        *ULIMITS,
+        *_limits(memory_limit, cpus, max_processes),
+    ]
 
 
 def _limits(memory: int | None, cpus: float | None, max_processes: int | None) -> list[str]:
