@@ -280,3 +280,20 @@ def test_shell_runs_in_the_algorithms_image(base_image: str, prefix: str, tmp_pa
     assert done.returncode == 4, done.stderr
     assert MARKER in done.stdout and "sample.txt" in done.stdout
     assert "shell (podman localhost/opendps/" in done.stderr
+
+
+def test_the_time_limit_stops_the_container(
+    base_image: str, prefix: str, podman: Podman, tmp_path: Path
+) -> None:
+    spec = make_algorithm(tmp_path / f"{prefix}-slow", base_image, run_body="sleep 120")
+    queues = [{"name": "short", "time_limit": 2, "slots": 1, "default": True}]
+    result = run_local(
+        spec,
+        {"input_file": str(tmp_path / f"{prefix}-slow" / "data" / "input" / "sample.txt")},
+        data_dir=tmp_path / "rl",
+        output_dir=tmp_path / "out",
+        config=config(tmp_path, queues=queues),
+    )
+    assert result.job.reason == Reason.TIMEOUT, result.job.message
+    assert result.metrics["run_wall_seconds"] < 30
+    assert not container_exists(podman, container_name(result.job.id))

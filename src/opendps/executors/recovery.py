@@ -49,8 +49,10 @@ def worker_alive(worker: str) -> bool:
 def kill_orphaned_run(services: Services, job: Job) -> None:
     """The run command may outlive a killed supervisor: kill its group before a re-run,
     so no two copies of a job run at once."""
+    from opendps.runner.container import remove_job_container
     from opendps.service.jobs import work_dir_of
 
+    remove_job_container(services.settings, job.id)  # conmon keeps a container running
     pid_file = work_dir_of(services.settings, job) / RUN_PID_FILE
     try:
         pid_text, started_text = pid_file.read_text().split()

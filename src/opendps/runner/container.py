@@ -364,6 +364,13 @@ def _rmdir(path: Path) -> None:
         pass
 
 
+def remove_job_container(settings: Settings, job_id: str) -> None:
+    """Remove the job's container if one is left (its supervisor died): recovery's hook."""
+    podman, _ = find_podman(settings)
+    if podman is not None and container_exists(podman, container_name(job_id)):
+        remove_container(podman, container_name(job_id))
+
+
 # -- the runner's entry point --------------------------------------------------------------
 
 
