@@ -69,7 +69,7 @@ def test_plain_pip_install_deploys_and_runs_a_cwl_package(
     server = LiveServer(
         tmp_path / "data",
         python=str(plain_install),
-        env={"PYTHONPATH": "", "DPS_CONTAINER_ENGINE": "none"},
+        env={"PYTHONPATH": ""},
     )
     server.start()
     try:
