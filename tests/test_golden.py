@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from opendps.errors import InvalidInput, InvalidSpec
 from opendps.executors.golden import golden_inputs
 from opendps.registry.scaffold import init_algorithm
 from opendps.registry.spec import parse_registration
-from opendps.testing import assert_outputs_match, compare_outputs, load_rules
+from opendps.testing import assert_outputs_match, compare_file, compare_outputs, load_rules
 from tests.support.live_server import LiveServer
 
 runner = CliRunner()
@@ -100,14 +101,50 @@ def test_ignore_lines_and_ignored_files(tmp_path: Path) -> None:
     assert detail == "line 2: expected 'result 7', got 'result 8'"
 
 
-def test_raster_rule_without_a_raster_library_compares_bytes_and_says_so(tmp_path: Path) -> None:
-    pytest.importorskip("numpy")
+def write_raster(path: Path, values: list[list[float]]) -> Path:
+    """A one-band float32 GeoTIFF with rasterio (a dev dependency)."""
     try:
-        import rasterio  # noqa: F401
+        import numpy
+        import rasterio
+        import rasterio.transform
+    except ImportError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"rasterio is a dev dependency: {exc}")
+        pytest.skip(f"rasterio is not installed: {exc}")
+    array = numpy.array(values, dtype="float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "height": array.shape[0],
+        "width": array.shape[1],
+        "count": 1,
+        "transform": rasterio.transform.from_origin(0, array.shape[0], 1, 1),
+    }
+    with rasterio.open(path, "w", dtype="float32", **profile) as dataset:
+        dataset.write(array, 1)
+    return path
 
-        pytest.skip("rasterio is installed: this test is about hosts without it")
-    except ImportError:
-        pass
+
+def test_raster_rule_compares_shape_and_values_within_tolerance(tmp_path: Path) -> None:
+    write(tmp_path, {"compare.yml": 'files:\n  "*.tif": {raster: true, tolerance: 0.1}\n'})
+    rules = load_rules(tmp_path / "compare.yml")
+    write_raster(tmp_path / "want" / "a.tif", [[1.0, 2.0], [3.0, 4.0]])
+    write_raster(tmp_path / "close" / "a.tif", [[1.05, 2.0], [3.0, 3.95]])
+    assert compare_outputs(tmp_path / "close", tmp_path / "want", rules).ok
+    assert compare_file(tmp_path / "close" / "a.tif", tmp_path / "want" / "a.tif")  # no rule
+    write_raster(tmp_path / "far" / "a.tif", [[1.0, 2.0], [3.5, 4.0]])
+    detail = compare_outputs(tmp_path / "far", tmp_path / "want", rules).files[0].detail
+    assert detail.startswith("1 value(s) beyond tolerance 0.1; first at band 1, row 1, column 0")
+    write_raster(tmp_path / "wide" / "a.tif", [[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]])
+    detail = compare_outputs(tmp_path / "wide", tmp_path / "want", rules).files[0].detail
+    assert detail == "shape (bands, rows, columns) (1, 2, 3), expected (1, 2, 2)"
+
+
+def test_raster_rule_without_a_raster_library_compares_bytes_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands in for a host with neither rasterio nor GDAL (the dev install has rasterio).
+    monkeypatch.setattr("opendps.testing.compare._raster_reader", lambda: None)
     write(tmp_path, {"compare.yml": 'files:\n  "*.tif": {raster: true, tolerance: 1}\n'})
     rules = load_rules(tmp_path / "compare.yml")
     want = write(tmp_path / "want", {"a.tif": "raster-bytes"})
