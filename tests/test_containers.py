@@ -297,3 +297,47 @@ def test_the_time_limit_stops_the_container(
     assert result.job.reason == Reason.TIMEOUT, result.job.message
     assert result.metrics["run_wall_seconds"] < 30
     assert not container_exists(podman, container_name(result.job.id))
+
+
+def test_scale_out_builds_save_the_image_and_a_worker_without_it_loads_it(
+    base_image: str, prefix: str, podman: Podman, tmp_path: Path
+) -> None:
+    from opendps.registry.images import IMAGES_PREFIX, archive_name, image_exists
+    from opendps.registry.spec import parse_registration
+    from opendps.runner.container import execute_job_in_image
+    from tests.support.dps import fast_settings
+
+    spec_file = make_algorithm(tmp_path / f"{prefix}-out", base_image, run_body="true")
+    settings = fast_settings(tmp_path / "dps", executor="celery")
+    services = Services(settings)
+    try:
+        spec = parse_registration(spec_file.read_text())
+        algorithm = services.algorithms.register(spec, owner="anonymous")
+        assert algorithm.build is not None
+        build = services.algorithms.run_build(algorithm.build)
+        assert build.image, build.message
+        assert services.storage.exists(f"{IMAGES_PREFIX}/{archive_name(build.image)}")
+        # A worker on another machine: the image is not in its podman storage.
+        subprocess.run(podman.command("rmi", "--force", build.image), check=True, timeout=60)
+        assert not image_exists(podman, build.image)
+        work = tmp_path / "work"
+        work.mkdir()
+        result = execute_job_in_image(
+            settings,
+            build.image,
+            ["cat", "/marker"],
+            job_id=f"{prefix}-worker",
+            work_dir=work,
+            env={"DPS_JOB_ID": "x"},
+            stdout_path=work / "out.txt",
+            stderr_path=work / "err.txt",
+            queue=None,
+            should_cancel=None,
+            cancel_event=None,
+            on_start=None,
+            storage=services.storage,
+        )
+        assert result.exit_code == 0, (work / "err.txt").read_text()
+        assert (work / "out.txt").read_text() == MARKER
+    finally:
+        services.close()

@@ -37,6 +37,7 @@ from opendps.errors import BuildError
 if TYPE_CHECKING:
     from opendps.registry.spec import AlgorithmSpec
     from opendps.settings import Settings
+    from opendps.storage.base import Storage
 
 ULIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
 QUERY_TIMEOUT = 30.0  # podman info / image exists / inspect: local questions
@@ -47,6 +48,9 @@ SCRIPT_SHELL = (
     'if command -v bash >/dev/null 2>&1; then exec bash "$0" "$@"; else exec sh "$0" "$@"; fi'
 )
 LABEL = "org.opendps"
+# In scale-out mode the builder saves each image here in the object storage, and a worker
+# that lacks it loads it from there (podman save / load: a docker-archive keeps the tag).
+IMAGES_PREFIX = "_opendps/images"
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,11 @@ class ContainerPlan:
     podman: Podman | None  # set: build the image; None: build on the host
     description: str | None  # "podman <image>" / "host (<why>)"; None without a base
 
-    def builder(self) -> ImageBuilder | None:
+    def builder(self, storage: Storage | None = None) -> ImageBuilder | None:
+        """The image build, or None (host). ``storage``: save the image there too."""
         if self.podman is None or self.base is None:
             return None
-        return ImageBuilder(self.podman, self.base)
+        return ImageBuilder(self.podman, self.base, storage)
 
 
 def find_podman(settings: Settings) -> tuple[Podman | None, str]:
@@ -164,6 +169,7 @@ class ImageBuilder:
 
     podman: Podman
     base: str
+    storage: Storage | None = None  # set in scale-out mode: workers load the image from it
 
     def build(
         self,
@@ -202,6 +208,8 @@ class ImageBuilder:
         if code != 0:
             raise BuildError(f"the image build FROM {self.base} failed: {_tail(log, offset)}")
         note(log, f"image {tag} built")
+        if self.storage is not None:
+            save_image(self.podman, tag, self.storage, algorithm_dir.parent, log)
         return tag
 
 
@@ -232,6 +240,48 @@ def in_image_argv(argv: list[str]) -> list[str]:
     if argv and argv[0] == "bash":
         return ["/bin/sh", "-c", SCRIPT_SHELL, *argv[1:]]
     return list(argv)
+
+
+def archive_name(image: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", image) + ".tar"
+
+
+def save_image(podman: Podman, image: str, storage: Storage, scratch: Path, log: BinaryIO) -> None:
+    """``podman save`` the image into the object storage, for workers on other machines."""
+    folder = scratch / "image-archive"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = folder / archive_name(image)
+        argv = podman.command("save", "--quiet", "--output", str(archive), image)
+        if run_logged(argv, log, BUILD_TIMEOUT, "podman save") != 0:
+            raise BuildError(f"could not save the image {image} for the workers")
+        storage.put_dir(folder, IMAGES_PREFIX)
+        note(log, f"image saved to the storage as {IMAGES_PREFIX}/{archive.name}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_image(podman: Podman, image: str, storage: Storage, scratch: Path) -> bool:
+    """Load ``image`` from the object storage (saved there by its build); True if it is
+    here afterwards."""
+    key = f"{IMAGES_PREFIX}/{archive_name(image)}"
+    if not storage.exists(key):
+        return False
+    scratch.mkdir(parents=True, exist_ok=True)
+    archive = scratch / archive_name(image)
+    try:
+        with storage.open(key) as source, archive.open("wb") as sink:
+            shutil.copyfileobj(source, sink, 1 << 20)
+        with (scratch / "image-load.log").open("ab") as log:
+            run_logged(
+                podman.command("load", "--quiet", "--input", str(archive)),
+                log,
+                BUILD_TIMEOUT,
+                "podman load",
+            )
+    finally:
+        archive.unlink(missing_ok=True)
+    return image_exists(podman, image)
 
 
 # -- running podman with a time limit and the output in a log --------------------------------

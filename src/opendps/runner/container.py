@@ -28,12 +28,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opendps.errors import BuildError
-from opendps.registry.images import ULIMITS, Podman, find_podman, image_exists, in_image_argv
+from opendps.registry.images import (
+    ULIMITS,
+    Podman,
+    find_podman,
+    image_exists,
+    in_image_argv,
+    load_image,
+)
 from opendps.runner import limits
 from opendps.runner.execute import CANCEL_CHECK_INTERVAL, ExecResult
 
 if TYPE_CHECKING:
     from opendps.settings import QueueConfig, Settings
+    from opendps.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -392,12 +400,16 @@ def execute_job_in_image(
     should_cancel: Callable[[], bool] | None,
     cancel_event: threading.Event | None,
     on_start: Callable[[int], None] | None,
+    storage: Storage | None = None,
 ) -> ExecResult:
-    """The runner's hook: run the job in ``image`` with its queue's limits."""
+    """The runner's hook: run the job in ``image`` with its queue's limits. An image this
+    host lacks is loaded from ``storage`` when its build saved it there (scale-out)."""
     podman, why = find_podman(settings)
     if podman is None:
         raise ContainerUnavailable(f"the job's image {image} cannot run here: {why}")
-    if not image_exists(podman, image):
+    if not image_exists(podman, image) and not (
+        storage is not None and load_image(podman, image, storage, work_dir / "tmp")
+    ):
         raise ContainerUnavailable(f"the job's image {image} is not on this host")
     return execute_in_container(
         podman,

@@ -373,6 +373,7 @@ def _execute_in_image(
             should_cancel=watch,
             cancel_event=watch.event,
             on_start=lambda pid: _record_run_pid(work, pid),
+            storage=services.storage,
         )
     except ContainerUnavailable as exc:
         raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)

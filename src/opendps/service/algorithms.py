@@ -124,7 +124,10 @@ class AlgorithmService:
         try:
             plan = plan_container(spec, self.services.settings, log_path)
             container = plan.description
-            result = build_algorithm(spec, target, log_path, image=plan.builder())
+            # Scale-out workers on other machines load the image from the object storage.
+            scaled_out = self.services.settings.executor == "celery"
+            builder = plan.builder(self.services.storage if scaled_out else None)
+            result = build_algorithm(spec, target, log_path, image=builder)
         except OpenDPSError as exc:
             log.warning(
                 "build of %s failed: %s",
