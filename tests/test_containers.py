@@ -341,3 +341,35 @@ def test_scale_out_builds_save_the_image_and_a_worker_without_it_loads_it(
         assert (work / "out.txt").read_text() == MARKER
     finally:
         services.close()
+
+
+def test_a_new_build_replaces_the_old_image_and_delete_removes_it(
+    base_image: str, prefix: str, podman: Podman, tmp_path: Path
+) -> None:
+    from opendps.registry.images import image_exists
+    from opendps.registry.spec import parse_registration
+    from tests.support.dps import fast_settings
+
+    folder = tmp_path / f"{prefix}-gc"
+    spec_file = make_algorithm(folder, base_image, run_body="true")
+    services = Services(fast_settings(tmp_path / "dps"))
+    try:
+        spec = parse_registration(spec_file.read_text())
+
+        def build() -> str:
+            algorithm = services.algorithms.register(spec, owner="anonymous", replace=True)
+            assert algorithm.build is not None
+            built = services.algorithms.run_build(algorithm.build)
+            assert built.image, built.message
+            return built.image
+
+        first = build()
+        (folder / "run.sh").write_text("#!/bin/sh\necho changed\n")
+        subprocess.run(["git", "commit", "-qam", "change"], cwd=folder, check=True)
+        second = build()
+        assert first != second and image_exists(podman, second)
+        assert not image_exists(podman, first)
+        services.algorithms.delete(spec.process_id)
+        assert not image_exists(podman, second)
+    finally:
+        services.close()

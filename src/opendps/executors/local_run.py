@@ -187,13 +187,23 @@ def _snapshot(settings: Settings, spec: AlgorithmSpec, tree: Path) -> Snapshot:
     return snapshot_working_tree(top, snapshot_store(settings.data_dir, top), name, spec.version)
 
 
-def _build_usable(build: Build | None) -> bool:
+def _build_usable(build: Build | None, settings: Settings) -> bool:
     if build is None or build.status != BuildStatus.READY:
         return False
     # The data dir may have been cleaned by hand; a ready record without files is no cache.
     # A container build has no virtualenv: its environment is the image.
     folders = (build.algorithm_dir,) if build.image else (build.algorithm_dir, build.env_dir)
-    return all(Path(d).is_dir() for d in folders if d)
+    return all(Path(d).is_dir() for d in folders if d) and _image_here(build.image, settings)
+
+
+def _image_here(image: str | None, settings: Settings) -> bool:
+    """A container build is a cache only while its image is in podman's storage."""
+    if image is None:
+        return True
+    from opendps.registry.images import find_podman, image_exists
+
+    podman, _ = find_podman(settings)
+    return podman is not None and image_exists(podman, image)
 
 
 def ensure_built(
@@ -217,7 +227,7 @@ def ensure_built(
         not rebuild
         and existing is not None
         and existing.spec == services.algorithms.stored_spec(spec).model_dump(mode="json")
-        and _build_usable(existing.build)
+        and _build_usable(existing.build, services.settings)
         and (expected_commit is None or existing.build.commit == expected_commit)  # type: ignore[union-attr]
     ):
         commit = (existing.build.commit or "")[:12] if existing.build else ""

@@ -73,11 +73,12 @@ class ContainerPlan:
     podman: Podman | None  # set: build the image; None: build on the host
     description: str | None  # "podman <image>" / "host (<why>)"; None without a base
 
-    def builder(self, storage: Storage | None = None) -> ImageBuilder | None:
-        """The image build, or None (host). ``storage``: save the image there too."""
+    def builder(self, scope: str, storage: Storage | None = None) -> ImageBuilder | None:
+        """The image build, or None (host). ``scope`` labels the image with the deployment
+        that owns it (its data dir); ``storage``: save the image there too."""
         if self.podman is None or self.base is None:
             return None
-        return ImageBuilder(self.podman, self.base, storage)
+        return ImageBuilder(self.podman, self.base, scope, storage)
 
 
 def find_podman(settings: Settings) -> tuple[Podman | None, str]:
@@ -169,6 +170,7 @@ class ImageBuilder:
 
     podman: Podman
     base: str
+    scope: str  # the owning deployment (its data dir): old images are removed only there
     storage: Storage | None = None  # set in scale-out mode: workers load the image from it
 
     def build(
@@ -185,7 +187,7 @@ class ImageBuilder:
         context = algorithm_dir
         containerfile = algorithm_dir.parent / "Containerfile"
         containerfile.write_text(
-            containerfile_text(self.base, spec, commit, algorithm_dir, build_argv)
+            containerfile_text(self.base, spec, commit, algorithm_dir, build_argv, self.scope)
         )
         note(log, f"building the image {tag} FROM {self.base}")
         limit = BUILD_TIMEOUT if deadline is None else max(deadline - time.monotonic(), 1.0)
@@ -214,12 +216,18 @@ class ImageBuilder:
 
 
 def containerfile_text(
-    base: str, spec: AlgorithmSpec, commit: str, algorithm_dir: Path, build_argv: list[str] | None
+    base: str,
+    spec: AlgorithmSpec,
+    commit: str,
+    algorithm_dir: Path,
+    build_argv: list[str] | None,
+    scope: str = "",
 ) -> str:
     labels = {
         f"{LABEL}.algorithm": spec.name,
         f"{LABEL}.version": spec.version,
         f"{LABEL}.commit": commit,
+        f"{LABEL}.scope": scope,
     }
     lines = [
         f"FROM {base}",
@@ -240,6 +248,31 @@ def in_image_argv(argv: list[str]) -> list[str]:
     if argv and argv[0] == "bash":
         return ["/bin/sh", "-c", SCRIPT_SHELL, *argv[1:]]
     return list(argv)
+
+
+def remove_images(
+    podman: Podman, scope: str, name: str, version: str, keep: str | None = None
+) -> None:
+    """Remove the images this deployment (``scope``) built for ``name:version`` except
+    ``keep`` (best effort: an image a running container uses stays)."""
+    listed = subprocess.run(
+        podman.command(
+            "images",
+            "--filter",
+            f"label={LABEL}.algorithm={name}",
+            "--filter",
+            f"label={LABEL}.version={version}",
+            "--filter",
+            f"label={LABEL}.scope={scope}",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=QUERY_TIMEOUT,
+    )
+    for image in set(listed.stdout.split()) - {keep}:
+        subprocess.run(podman.command("rmi", image), capture_output=True, timeout=QUERY_TIMEOUT)
 
 
 def archive_name(image: str) -> str:

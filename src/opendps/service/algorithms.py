@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,21 @@ class AlgorithmService:
                 "cancel them first"
             )
         self.catalog.delete_algorithm(algorithm.id)
+        if algorithm.build is not None and algorithm.build.image:
+            self._remove_images(algorithm, keep=None)
         return algorithm
+
+    def _remove_images(self, algorithm: Algorithm, keep: str | None) -> None:
+        """Container images of earlier builds (or all, on delete) go with their builds."""
+        from opendps.registry.images import find_podman, remove_images
+
+        podman, _ = find_podman(self.services.settings)
+        if podman is not None:
+            try:
+                scope = str(self.services.settings.data_dir)
+                remove_images(podman, scope, algorithm.name, algorithm.version, keep)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("could not remove old images of %s: %s", algorithm.process_id, exc)
 
     # -- builds ---------------------------------------------------------------------------
 
@@ -126,7 +141,8 @@ class AlgorithmService:
             container = plan.description
             # Scale-out workers on other machines load the image from the object storage.
             scaled_out = self.services.settings.executor == "celery"
-            builder = plan.builder(self.services.storage if scaled_out else None)
+            scope = str(self.services.settings.data_dir)
+            builder = plan.builder(scope, self.services.storage if scaled_out else None)
             result = build_algorithm(spec, target, log_path, image=builder)
         except OpenDPSError as exc:
             log.warning(
@@ -147,6 +163,8 @@ class AlgorithmService:
             self._fail_waiting_jobs(algorithm, message)
             return finished
         self._remove_old_builds(algorithm, keep=build.id)
+        if result.image and not self.services.job_store.active_jobs_of_algorithm(algorithm.id):
+            self._remove_images(algorithm, keep=result.image)
         finished = self.catalog.finish_build(
             build.id,
             BuildStatus.READY,
