@@ -44,6 +44,8 @@ def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iter
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not Path(busybox).exists():
         _unavailable("busybox is not installed (apt-get install busybox-static)")
+    if b"ld-linux" in Path(busybox).read_bytes()[:4096]:  # it names a dynamic loader
+        _unavailable(f"{busybox} is dynamically linked (apt-get install busybox-static)")
     root = tmp_path_factory.mktemp("rootfs")
     (root / "bin").mkdir()
     (root / "tmp").mkdir()
