@@ -67,7 +67,7 @@ def test_the_image_is_built_from_the_base_and_the_job_runs_inside(
         tmp_path / f"{prefix}-in",
         base_image,
         run_body='cat /marker > "$out/marker.txt"; cat /built.txt > "$out/built.txt"; '
-        'echo "work=$DPS_WORK_DIR pwd=$(pwd)"',
+        'echo "work=$DPS_WORK_DIR pwd=$(pwd)"; echo "path=$PATH"; sh -l -c \'echo "login=$PATH"\'',
         build_body='echo "built inside" > /built.txt',
     )
     result = run_local(
@@ -87,6 +87,8 @@ def test_the_image_is_built_from_the_base_and_the_job_runs_inside(
     assert result.metrics["memory_enforcement"] == "container"
     work_dir = result.logs["stdout"].split("work=")[1].split()[0]
     assert f"pwd={work_dir}" in result.logs["stdout"]  # the work dir at its own path
+    path = result.logs["stdout"].split("path=")[1].split()[0]
+    assert f"login={path}\n" in result.logs["stdout"]  # a login shell keeps the image's PATH
     build_log = Path(result.build.log_path or "").read_text()
     assert f"FROM {base_image}" in build_log and "COMMIT" in build_log  # podman's own output
     services = Services(local_settings(tmp_path / "rl", config=config(tmp_path)))

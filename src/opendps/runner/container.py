@@ -119,10 +119,19 @@ def execute_in_container(
             *in_image_argv(argv),
         )
         started, t0 = time.time(), time.monotonic()
-        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
-            process = subprocess.Popen(
-                command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+        try:
+            with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
+                process = subprocess.Popen(
+                    command,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+        except OSError:
+            if group is not None:
+                _remove_group(group)
+            raise
         try:
             if on_start is not None:
                 on_start(process.pid)

@@ -355,10 +355,17 @@ def _execute_in_image(
     queue: Any,
     watch: CancelWatch,
 ) -> Any:
-    from opendps.runner.container import ContainerUnavailable, execute_job_in_image
+    from opendps.registry.environment import write_login_profile
+    from opendps.runner.container import (
+        ContainerUnavailable,
+        container_env,
+        execute_job_in_image,
+    )
 
     work = state.work
     assert work is not None and state.image is not None
+    # The image's PATH (a conda base, say) must survive a login shell: no host PATH here.
+    write_login_profile(work.home, container_env(env))
     try:
         return execute_job_in_image(
             services.settings,
