@@ -142,8 +142,10 @@ def shell_command(
     rebuild: bool = typer.Option(False, "--rebuild", help="Build again even if unchanged."),
     config: Path | None = ConfigFile,
 ) -> None:
-    """A shell in exactly the job's environment (its image or the host, a work dir with
-    input/ and output/, the run contract's variables), for debugging."""
+    """A shell in exactly the job's environment (its image or the host), for debugging.
+
+    The shell starts in a fresh work dir with input/ filled and output/ empty, with the run
+    contract's variables; the work dir is kept when it exits."""
     from opendps.cli.inputs import parse_inputs
     from opendps.errors import OpenDPSError
     from opendps.executors.local_run import LocalBuildFailed
