@@ -18,7 +18,6 @@ are read exactly after the end.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from opendps.registry.images import (
     in_image_argv,
     load_image,
 )
-from opendps.runner import limits
+from opendps.runner import container_cgroup, limits
 from opendps.runner.execute import CANCEL_CHECK_INTERVAL, ExecResult
 
 if TYPE_CHECKING:
@@ -59,7 +58,6 @@ SCRIPT_SHELL_INTERACTIVE = (
     "command -v bash >/dev/null 2>&1 && exec bash; exec sh",
 )
 DEFAULT_MAX_PROCESSES = 1024  # DESIGN §12's default for queues that set no max_processes
-CPU_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def container_name(job_id: str) -> str:
@@ -99,7 +97,11 @@ def execute_in_container(
     remove_container(podman, name)  # left by an earlier attempt whose supervisor died
     # On v1 the memory limit is set on our cgroup around the container: the kernel then
     # counts the OOM kill there, where we can read it after the container is gone.
-    group = limits.create_job_cgroup(f"ctr-{job_id}", memory_limit) if _v1() else None
+    group = (
+        limits.create_job_cgroup(f"ctr-{job_id}", memory_limit)
+        if container_cgroup.is_v1()
+        else None
+    )
     with tempfile.NamedTemporaryFile("w", prefix="dps-env-", suffix=".env") as env_file:
         write_env_file(env_file, env)
         command = podman.command(
@@ -114,7 +116,11 @@ def execute_in_container(
                 cpus=cpus,
                 max_processes=max_processes,
             ),
-            *(["--cgroup-parent", _parent_path(group)] if group is not None else []),
+            *(
+                ["--cgroup-parent", container_cgroup.parent_path(group)]
+                if group is not None
+                else []
+            ),
             image,
             *in_image_argv(argv),
         )
@@ -130,7 +136,7 @@ def execute_in_container(
                 )
         except OSError:
             if group is not None:
-                _remove_group(group)
+                container_cgroup.remove_group(group)
             raise
         try:
             if on_start is not None:
@@ -146,7 +152,7 @@ def execute_in_container(
             process.wait()
             remove_container(podman, name)
             if group is not None:
-                _remove_group(group)
+                container_cgroup.remove_group(group)
             raise
     wall = time.monotonic() - t0
     oom_flag = _inspect_oom(podman, name)
@@ -155,7 +161,7 @@ def execute_in_container(
         return _result(code, stop, oom_flag, group, peak_processes, started, wall)
     finally:
         if group is not None:
-            _remove_group(group)
+            container_cgroup.remove_group(group)
 
 
 def write_env_file(handle: Any, env: Mapping[str, str]) -> None:
@@ -222,7 +228,7 @@ def _supervise(
             return None, peak
         except subprocess.TimeoutExpired:
             pass
-        peak = max(peak, _pids_current(group))
+        peak = max(peak, container_cgroup.pids_current(group))
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return "timeout", peak
@@ -248,14 +254,14 @@ def _result(
 ) -> ExecResult:
     # Some kernels count the OOM kill only in the container's own cgroup (gone by now): a
     # SIGKILL nobody sent, in a cgroup that hit its limit, is the OOM killer too.
-    hit_limit = group is not None and _failcnt(group) > 0
+    hit_limit = group is not None and container_cgroup.failcnt(group) > 0
     oom = (
         oom_flag
         or (group is not None and group.oom_kills() > 0)
         or (code == 128 + 9 and stop is None and hit_limit)
     )
     killed = code > 128 and (stop is not None or oom)
-    user, system = _cpu_seconds(group)
+    user, system = container_cgroup.cpu_seconds(group)
     return ExecResult(
         exit_code=None if killed else code,
         signal=code - 128 if killed else None,
@@ -301,84 +307,6 @@ def _quiet(argv: list[str], grace: float) -> subprocess.CompletedProcess[str] | 
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("%s failed: %s", " ".join(argv[:3]), exc)
         return None
-
-
-# -- the cgroup around the container (cgroup v1) -----------------------------------------------
-
-
-def _v1() -> bool:
-    return limits.memory_control() == limits.CGROUP_V1
-
-
-def _memory_mount() -> Path | None:
-    mount = limits._mount_point("cgroup", "memory")
-    return mount[0] if mount else None
-
-
-def _parent_path(group: limits.JobCgroup) -> str:
-    """The cgroup as podman's cgroupfs manager names it: a path below each hierarchy."""
-    mount = _memory_mount()
-    assert mount is not None
-    return "/" + group.path.relative_to(mount).as_posix()
-
-
-def _controller_dir(group: limits.JobCgroup | None, controller: str) -> Path | None:
-    mount = _memory_mount()
-    if group is None or mount is None:
-        return None
-    return mount.parent / controller / group.path.relative_to(mount)
-
-
-def _failcnt(group: limits.JobCgroup) -> int:
-    """How often the cgroup's usage hit its memory limit."""
-    try:
-        return int((group.path / "memory.failcnt").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
-def _pids_current(group: limits.JobCgroup | None) -> int:
-    folder = _controller_dir(group, "pids")
-    try:
-        return int((folder / "pids.current").read_text()) if folder else 0
-    except (OSError, ValueError):
-        return 0
-
-
-def _cpu_seconds(group: limits.JobCgroup | None) -> tuple[float, float]:
-    folder = _controller_dir(group, "cpuacct")
-    try:
-        text = (folder / "cpuacct.stat").read_text() if folder else ""
-    except OSError:
-        return 0.0, 0.0
-    ticks = dict(line.split() for line in text.splitlines() if len(line.split()) == 2)
-    return int(ticks.get("user", 0)) / CPU_TICKS, int(ticks.get("system", 0)) / CPU_TICKS
-
-
-def _remove_group(group: limits.JobCgroup) -> None:
-    """Remove our cgroup and the folders podman made for it in the other hierarchies."""
-    mount = _memory_mount()
-    if mount is not None:
-        relative = group.path.relative_to(mount)
-        for hierarchy in mount.parent.iterdir():
-            folder = hierarchy / relative
-            if hierarchy != mount and folder.is_dir():
-                for child in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
-                    if child.is_dir():
-                        _rmdir(child)
-                _rmdir(folder)
-                _rmdir(folder.parent)  # the jobs folder, once no other job uses it
-        for child in sorted(group.path.rglob("*"), key=lambda p: -len(p.parts)):
-            if child.is_dir():
-                _rmdir(child)
-    group.remove()
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
 
 
 def remove_job_container(settings: Settings, job_id: str) -> None:
