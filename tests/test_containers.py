@@ -375,3 +375,32 @@ def test_a_new_build_replaces_the_old_image_and_delete_removes_it(
         assert not image_exists(podman, second)
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_a_queue_without_network_runs_the_container_with_none(
+    base_image: str, podman: Podman, tmp_path: Path, network: bool
+) -> None:
+    from opendps.runner.container import execute_in_container
+
+    work = tmp_path / "work"
+    work.mkdir()
+    result = execute_in_container(
+        podman,
+        base_image,
+        ["cat", "/proc/net/dev"],
+        job_id=f"net-{uuid.uuid4().hex[:8]}",
+        work_dir=work,
+        env={},
+        stdout_path=work / "out.txt",
+        stderr_path=work / "err.txt",
+        network=network,
+    )
+    assert result.exit_code == 0, (work / "err.txt").read_text()
+    interfaces = {
+        line.split(":")[0].strip() for line in (work / "out.txt").read_text().splitlines()[2:]
+    }
+    if network:
+        assert interfaces - {"lo"}, interfaces  # the host's interfaces
+    else:
+        assert interfaces == {"lo"}
