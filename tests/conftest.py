@@ -7,6 +7,7 @@ pytest_plugins: list[str] = [
     "tests.support.http_server",
     "tests.support.live_server",
     "tests.support.netns",
+    "tests.support.podman",
     "tests.support.postgres",
     "tests.support.run_log",
     "tests.support.rabbitmq",

@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 
 from opendps.cli import app
 from opendps.cli.inputs import parse_inputs, read_batch_inputs
-from opendps.local_run import run_local
+from opendps.executors.local_run import run_local
 from tests.support.dps import wait_until
 from tests.support.http_server import HttpFiles
 from tests.support.live_server import LiveServer, free_port

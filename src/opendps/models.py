@@ -62,6 +62,8 @@ class Build:
     created: datetime
     started: datetime | None
     finished: datetime | None
+    image: str | None = None  # the container image jobs run in; None: on the host
+    container: str | None = None  # "podman <image>" or "host (<why>)"; None: no image asked
 
 
 @dataclass(frozen=True)

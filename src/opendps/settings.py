@@ -154,15 +154,14 @@ class Settings(BaseSettings):
     build_time_limit: float = 3600.0
     # Builds running at once (one user's slow build does not hold up the others).
     build_slots: int = 2
-    # A running job whose supervisor is gone is recovered within this many seconds.
+    # A running job whose supervisor is gone is recovered within this many seconds; in
+    # scale-out, a worker silent this long has its jobs recovered (re-queued within
+    # max_attempts, else failed worker_lost). Workers beat every quarter of it.
     heartbeat_timeout: float = 60.0
     # Keep the work dirs of successful jobs (failed jobs' are always kept, for debugging).
     keep_work_dirs: bool = False
     # How often an idle executor looks for new work (seconds); submit also wakes it.
     poll_interval: float = 0.5
-    # Scale-out: seconds without a worker heartbeat before its jobs are recovered
-    # (re-queued within max_attempts, else failed worker_lost). Workers beat every quarter.
-    heartbeat_timeout: float = 60.0
     # Log lines as text, or as JSON objects (one per line, with job_id where one applies).
     log_format: Literal["text", "json"] = "text"
 
@@ -177,6 +176,20 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, value: Any) -> float | None:
         return parse_duration(value)
+
+    # Container images for registrations with docker_container_url (DESIGN §15):
+    # auto = podman when it is installed; podman = podman (missing: the fallback applies);
+    # none = never build or run images.
+    container_engine: Literal["auto", "podman", "none"] = "auto"
+    # When an image cannot be used (no engine, a base image that cannot be found or pulled):
+    # host = build and run on the host, saying so on the process and on every job;
+    # refuse = the build fails with a message naming the image.
+    container_fallback: Literal["host", "refuse"] = "host"
+    # Seconds a base image pull may take before the base counts as "cannot be pulled".
+    container_pull_timeout: float = 300.0
+    # The OCI runtime podman uses; default: runc when installed (crun cannot run on hosts
+    # with a cgroup v1/v2 hybrid), else podman's own default.
+    container_runtime: str | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -61,7 +61,9 @@ class LiveServer:
         port: int | None = None,
         env: Mapping[str, str] | None = None,
         config: Path | None = None,
+        python: str | None = None,
     ) -> None:
+        self.python = python or sys.executable  # another venv's python: test that install
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -78,7 +80,7 @@ class LiveServer:
 
     def start(self) -> None:
         argv = [
-            sys.executable,
+            self.python,
             "-m",
             "opendps.cli",
             "server",

@@ -22,6 +22,9 @@ def build_info(algorithm: Algorithm, base: str) -> dict[str, Any] | None:
         "status": build.status.value,
         "commit": build.commit,
         "message": build.message,
+        # Where jobs run (DESIGN §15): "podman <image>" or "host (<why>)".
+        "container": build.container,
+        "image": build.image,
         "started": iso(build.started),
         "finished": iso(build.finished),
         "log": f"{base}/processes/{algorithm.process_id}/build/log",

@@ -1,8 +1,9 @@
 """``dps``: the command line (DESIGN §7).
 
 ``server`` and ``worker`` run opendps; ``run-local`` runs one algorithm here with no
-server; ``user`` manages users in the database directly, on the server's machine. Every
-other command talks to a server through :mod:`opendps.client` and takes ``--url``
+server; ``user`` manages users in the database directly, on the server's machine; ``init``,
+``test`` and ``shell`` are the algorithm developer's loop. Every other command talks to a
+server through :mod:`opendps.client` and takes ``--url``
 (``DPS_URL``), ``--token`` (``DPS_TOKEN``) and ``--json``.
 
 Exit codes: 0 ok; 1 a job (or batch) ended failed or dismissed, a build failed, or the
@@ -16,6 +17,7 @@ import typer
 
 from opendps.cli.algorithms import algorithm_app
 from opendps.cli.batches import batch_app
+from opendps.cli.develop import init_command, shell_command, test_command
 from opendps.cli.doctor import doctor_command
 from opendps.cli.jobs import job_app
 from opendps.cli.local import run_local_command
@@ -39,6 +41,9 @@ app.command()(worker)
 app.command("queues")(queues_command)
 app.command("doctor")(doctor_command)
 app.command("run-local")(run_local_command)
+app.command("init")(init_command)
+app.command("test")(test_command)
+app.command("shell")(shell_command)
 
 
 def main() -> None:

@@ -118,6 +118,7 @@ def algorithm_show(
                 f"{styled(build.get('status', 'ready'))} {build.get('commit') or ''}".strip(),
             ),
             ("build message", build.get("message")),
+            ("runs in", escape(build["container"]) if build.get("container") else None),
         ]
     )
     table = Table("input", "kind", "required", "default", "description")

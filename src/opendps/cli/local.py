@@ -54,7 +54,7 @@ def run_local_command(
 ) -> None:
     """Run an algorithm here exactly as a job would run, with no server."""
     from opendps.errors import OpenDPSError
-    from opendps.local_run import LocalBuildFailed, run_local
+    from opendps.executors.local_run import LocalBuildFailed, run_local
 
     values = parse_inputs(inputs)
 

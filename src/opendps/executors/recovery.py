@@ -94,10 +94,12 @@ def end_attempt_processes(services: Services, attempt: Attempt | None) -> None:
     file the job could write.
     """
     from opendps.runner import limits
+    from opendps.runner.container import remove_job_container
     from opendps.runner.execute import end_processes
 
     if attempt is None:
         return
+    remove_job_container(services.settings, attempt.job_id)  # conmon keeps a container running
     group = limits.cgroup_from_paths(attempt.run_cgroup or [])
     pid = attempt.run_pid if process_alive(attempt.run_pid, attempt.run_pid_started) else None
     if group is None and pid is None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from opendps.errors import BuildError
@@ -35,6 +35,9 @@ from opendps.registry.environment import (
     write_login_profile,
 )
 from opendps.registry.spec import AlgorithmSpec, repo_dir_name
+
+if TYPE_CHECKING:
+    from opendps.registry.images import ImageBuilder
 
 # Limits for the steps that have no reason to hang, used when no overall timeout is given.
 GIT_TIMEOUT = 900.0  # a large repository over a slow link
@@ -62,6 +65,7 @@ class BuildResult:
     algorithm_dir: Path  # folder that holds the cloned repo; commands are relative to it
     repo_dir: Path  # algorithm_dir / repo_dir_name(spec.repository_url)
     env_dir: Path  # the algorithm's own virtualenv
+    image: str | None = None  # the container image jobs run in (registry/images.py)
 
 
 def build_algorithm(
@@ -73,6 +77,7 @@ def build_algorithm(
     python: str = sys.executable,
     run_command: CommandRunner | None = None,
     base_env: Mapping[str, str] | None = None,
+    image: ImageBuilder | None = None,
 ) -> BuildResult:
     """Clone, create the virtualenv and run the build command of ``spec`` under ``target``.
 
@@ -95,6 +100,9 @@ def build_algorithm(
     base_env
         The host environment the build command starts from (default: this process's,
         minus ``DPS_*``); the virtualenv is activated on top.
+    image
+        Build a container image instead of a virtualenv: the clone and the build command
+        go into an image FROM the registration's base (see :mod:`opendps.registry.images`).
 
     Returns
     -------
@@ -120,12 +128,14 @@ def build_algorithm(
         started = time.monotonic()
         _note(log, f"building {spec.process_id} from {_redact(spec.repository_url)}")
         try:
-            commit = _build(spec, target, repo_dir, log, deadline, python, run_command, base_env)
+            commit, tag = _build(
+                spec, target, repo_dir, log, deadline, python, run_command, base_env, image
+            )
         except BuildError as exc:
             _note(log, f"build failed after {time.monotonic() - started:.2f} s: {exc.message}")
             raise
         _note(log, f"build succeeded in {time.monotonic() - started:.2f} s")
-    return BuildResult(commit, algorithm_dir, repo_dir, env_dir)
+    return BuildResult(commit, algorithm_dir, repo_dir, env_dir, image=tag)
 
 
 def _build(
@@ -137,14 +147,20 @@ def _build(
     python: str,
     run_command: CommandRunner | None = None,
     base_env: Mapping[str, str] | None = None,
-) -> str:
-    """The build's steps in order; answers the commit checked out."""
+    image: ImageBuilder | None = None,
+) -> tuple[str, str | None]:
+    """The build's steps in order; answers the commit checked out and the image built."""
     algorithm_dir, env_dir, home = repo_dir.parent, target / "env", target / "home"
     for stale in (algorithm_dir, env_dir, home):
         shutil.rmtree(stale, ignore_errors=True)
     algorithm_dir.mkdir(parents=True)
     commit = _checkout(spec.repository_url or "", spec.version, repo_dir, log, deadline)
     _note(log, f"checked out {spec.version} at {commit}")
+    if image is not None:  # the build command runs inside the image, not in a virtualenv
+        build_argv = (
+            _build_argv(spec.build_command, algorithm_dir, repo_dir) if spec.build_command else None
+        )
+        return commit, image.build(spec, commit, algorithm_dir, build_argv, log, deadline)
     _note(log, f"creating the virtualenv {env_dir}")
     venv_started = time.monotonic()
     create_virtualenv(env_dir, python=python, log=log, timeout=_remaining(deadline, VENV_TIMEOUT))
@@ -159,7 +175,7 @@ def _build(
         write_login_profile(home, {k: env[k] for k in ("PATH", "VIRTUAL_ENV")})
         argv = _build_argv(spec.build_command, algorithm_dir, repo_dir)
         _run_build_command(argv, algorithm_dir, env, log, deadline, run_command)
-    return commit
+    return commit, None
 
 
 def resolve_run_command(spec: AlgorithmSpec, algorithm_dir: Path) -> list[str]:

@@ -206,9 +206,9 @@ def validate_cwl(
         from cwltool.load_tool import load_tool
         from cwltool.workflow import default_make_tool
     except ImportError:
-        raise UnsupportedMediaType(
-            "this server cannot run CWL (cwltool is not installed: pip install 'opendps[cwl]')"
-        ) from None
+        from opendps.service.packages import CWL_MISSING
+
+        raise UnsupportedMediaType(CWL_MISSING) from None
     with tempfile.TemporaryDirectory(prefix="dps-cwl-") as folder:
         path = Path(folder) / "package.cwl"
         path.write_text(source if source is not None else yaml.safe_dump(document, sort_keys=False))

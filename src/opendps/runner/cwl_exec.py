@@ -2,8 +2,11 @@
 
 ``prepare_cwl_run`` (called by the runner in the job's work dir, after localize) writes
 
-    _cwl/package.cwl   the deployed document; without a container engine on the host its
-                       DockerRequirements are moved from ``requirements`` to ``hints``
+    _cwl/package.cwl   the deployed document; when its images cannot be used here (no
+                       podman, an image that cannot be found or pulled, and
+                       ``container_fallback: host``) its DockerRequirements are moved from
+                       ``requirements`` to ``hints`` and it runs with ``--no-container``
+    _cwl/containers.conf  podman's settings for cwltool's ``podman run`` (runtime, ulimits)
     _cwl/job.json      the job order: File inputs point at the files localize downloaded
                        into input/, Directory inputs at their URL, other values as given
 
@@ -19,16 +22,17 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from opendps.models import Job
 from opendps.registry.spec import AlgorithmSpec
 from opendps.runner.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from opendps.settings import Settings
 
 CWL_DIR = "_cwl"
 RESULTS_FILE = "_results.json"
@@ -39,17 +43,73 @@ PRESERVED = ("DPS_JOB_ID", "DPS_API_URL", "DPS_JOB_TOKEN", "MAAP_API_HOST", "MAA
 # -- in the runner: files and the command -----------------------------------------------------
 
 
-def container_engine() -> str | None:
-    """``podman`` or ``docker`` when one is usable here, else None."""
-    if shutil.which("podman"):
-        return "podman"
-    if shutil.which("docker"):
-        try:
-            done = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return "docker" if done.returncode == 0 else None
-    return None
+def docker_images(document: dict[str, Any]) -> list[str]:
+    """Every ``dockerPull`` of the document's DockerRequirements (requirements only)."""
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            requirements = node.get("requirements")
+            items = (
+                [{"class": "DockerRequirement", **(requirements.get("DockerRequirement") or {})}]
+                if isinstance(requirements, dict) and "DockerRequirement" in requirements
+                else requirements
+                if isinstance(requirements, list)
+                else []
+            )
+            for item in items:
+                if isinstance(item, dict) and item.get("class") == "DockerRequirement":
+                    image = item.get("dockerPull") or item.get("dockerImageId")
+                    if image and image not in found:
+                        found.append(str(image))
+            for key, value in node.items():
+                if key not in ("requirements", "hints"):
+                    visit(value)
+
+    visit(document)
+    return found
+
+
+def container_engine(
+    settings: Settings, images: list[str], log_path: Path
+) -> tuple[str | None, str]:
+    """("podman", "") when every image is here or pulled in time, else (None, why not).
+
+    Pull output is appended to ``log_path`` (the job's stderr). Raises ``BuildError``
+    naming the image when it cannot be used and ``container_fallback`` is ``refuse``.
+    """
+    from opendps.errors import BuildError
+    from opendps.registry.images import ensure_image, find_podman
+
+    if not images:
+        return None, ""
+    podman, why = find_podman(settings)
+    if podman is not None:
+        with log_path.open("ab") as log:
+            for image in images:
+                why = ensure_image(podman, image, settings.container_pull_timeout, log, "CWL image")
+                if why:
+                    break
+        if not why:
+            return "podman", ""
+    if settings.container_fallback == "refuse":
+        raise BuildError(f"cannot use the container image {', '.join(images)}: {why}")
+    return None, why
+
+
+def write_containers_conf(path: Path, settings: Settings) -> None:
+    """podman's settings for cwltool's own ``podman run`` calls (engines.md §3.2)."""
+    from opendps.registry.images import find_podman
+
+    podman, _ = find_podman(settings)
+    runtime = f'runtime = "{podman.runtime}"\n' if podman and podman.runtime else ""
+    path.write_text(
+        '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+        f"[engine]\n{runtime}"
+    )
 
 
 def move_docker_to_hints(document: dict[str, Any]) -> list[str]:
@@ -152,29 +212,57 @@ def _location(url: str) -> str:
     return Path(url).as_uri() if url.startswith("/") else url
 
 
+PODMAN_WRAPPER = """\
+#!/bin/sh
+# cwltool --podman asks for --userns=keep-id, which only rootless podman supports.
+for arg; do
+  shift
+  if [ "$arg" = "--userns=keep-id" ] && [ "$(id -u)" = 0 ]; then continue; fi
+  set -- "$@" "$arg"
+done
+exec {podman} "$@"
+"""
+
+
+def write_podman_wrapper(path: Path, settings: Settings) -> None:
+    """The ``podman`` cwltool finds first on its PATH (see PODMAN_WRAPPER)."""
+    from opendps.registry.images import find_podman
+
+    podman, _ = find_podman(settings)
+    assert podman is not None
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(PODMAN_WRAPPER.format(podman=podman.binary))
+    path.chmod(0o755)
+
+
 def prepare_cwl_run(
-    spec: AlgorithmSpec, job: Job, work: WorkDir, python: str
-) -> tuple[list[str], list[str]]:
-    """Write the package and job order into the work dir; answers (argv, warnings)."""
+    spec: AlgorithmSpec, job: Job, work: WorkDir, python: str, settings: Settings
+) -> tuple[list[str], list[str], str]:
+    """Write the package and job order into the work dir; answers (argv, warnings, where
+    the job runs in words: ``podman (cwltool)`` or ``host (<why>)``)."""
     assert spec.cwl is not None
     document = json.loads(json.dumps(spec.cwl["document"]))
     warnings: list[str] = []
-    engine = container_engine()
+    folder = work.root / CWL_DIR
+    folder.mkdir(exist_ok=True)
+    images = docker_images(document)
+    engine, why = container_engine(settings, images, work.stderr)
+    where = "podman (cwltool)" if engine else f"host ({why or 'no DockerRequirement'})"
     if engine is None:
         moved = move_docker_to_hints(document)
         if moved:
             warnings.append(
-                f"no container engine on this host: DockerRequirement ({', '.join(moved)}) "
-                "moved to hints and the package run with cwltool --no-container, using the "
-                "host's programs"
+                f"{why}: DockerRequirement ({', '.join(moved)}) moved to hints and the "
+                "package run with cwltool --no-container, using the host's programs"
             )
-    folder = work.root / CWL_DIR
-    folder.mkdir(exist_ok=True)
+    else:
+        write_containers_conf(folder / "containers.conf", settings)
+        write_podman_wrapper(folder / "bin" / "podman", settings)
     (folder / "package.cwl").write_text(json.dumps(document, indent=2))
     (folder / "job.json").write_text(json.dumps(job_order(spec, job.inputs, work), indent=2))
     (folder / "engine").write_text(engine or "none")
     (folder / "entry").write_text(spec.cwl.get("entry") or "")
-    return [python, "-m", "opendps.runner.cwl_exec", str(work.root)], warnings
+    return [python, "-m", "opendps.runner.cwl_exec", str(work.root)], warnings, where
 
 
 # -- in the job: run cwltool, write the results document --------------------------------------
@@ -257,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
 
     entry = (root / CWL_DIR / "entry").read_text().strip() or None
     engine = (root / CWL_DIR / "engine").read_text().strip()
+    conf = root / CWL_DIR / "containers.conf"
+    if engine == "podman" and conf.exists():
+        os.environ["CONTAINERS_CONF"] = str(conf)  # read by the podman cwltool starts
+        wrapper = root / CWL_DIR / "bin"
+        os.environ["PATH"] = f"{wrapper}{os.pathsep}{os.environ.get('PATH', '')}"
     captured = StringIO()
     code = cwltool_main(cwltool_args(root, entry, engine), stdout=captured, stderr=sys.stderr)
     text = captured.getvalue()

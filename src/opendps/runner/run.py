@@ -54,6 +54,7 @@ class RunState:
     exit_code: int | None = None
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    image: str | None = None  # the container image the job runs in (runner/container.py)
     phase: Phase = Phase.BUILD
     _mark: float = field(default_factory=time.monotonic)
 
@@ -149,6 +150,10 @@ def _run_phases(services: Services, state: RunState, watch: CancelWatch) -> None
     state.metrics["build_commit"] = build.commit
     local = _local_build(services, algorithm, spec, build)
     state.metrics["build"] = {"commit": build.commit, "source": local.source}
+    state.image = build.image  # where the job runs, said on every job (DESIGN §15)
+    state.metrics["container"] = build.container or (
+        "host (no docker_container_url)" if not spec.cwl else "cwltool"
+    )
 
     work = prepare_workdir(settings.jobs_dir / job.id, job)
     state.work = work
@@ -302,9 +307,15 @@ def _execute(
     elif spec.cwl:
         from opendps.runner.cwl_exec import prepare_cwl_run
 
-        argv, notes = prepare_cwl_run(spec, job, work, os.environ.get("DPS_PYTHON", _python()))
+        try:
+            argv, notes, where = prepare_cwl_run(
+                spec, job, work, os.environ.get("DPS_PYTHON", _python()), settings
+            )
+        except OpenDPSError as exc:  # container_fallback: refuse, and an image it cannot use
+            raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
         state.warnings.extend(notes)
         env["PYTHONPATH"] = _opendps_path()
+        state.metrics["container"] = where
     else:
         try:
             argv = resolve_run_command(spec, Path(algorithm_dir or ""))
@@ -384,6 +395,11 @@ def _start_execute(
 
     work = state.work
     assert work is not None
+    if state.image:  # built into a container image (registry/images.py): run in it
+        try:
+            return _execute_in_image(services, state, argv, env, queue, watch)
+        finally:
+            _record_run_end(services, state)
     sandbox = services.sandbox
     network = queue.network if queue else True
     box = sandbox.box(work.root, [build_dir] if build_dir else [], network=network)
@@ -415,6 +431,45 @@ def _start_execute(
         if sandbox.user is not None:
             removed = take_back(work.root)
             state.warnings.extend(f"removed from the work dir: {r}" for r in removed)
+
+
+def _execute_in_image(
+    services: Services,
+    state: RunState,
+    argv: list[str],
+    env: dict[str, str],
+    queue: Any,
+    watch: CancelWatch,
+) -> Any:
+    from opendps.registry.environment import write_login_profile
+    from opendps.runner.container import (
+        ContainerUnavailable,
+        container_env,
+        execute_job_in_image,
+    )
+
+    work = state.work
+    assert work is not None and state.image is not None
+    # The image's PATH (a conda base, say) must survive a login shell: no host PATH here.
+    write_login_profile(work.home, container_env(env))
+    try:
+        return execute_job_in_image(
+            services.settings,
+            state.image,
+            argv,
+            job_id=state.job.id,
+            work_dir=work.root,
+            env=env,
+            stdout_path=work.stdout,
+            stderr_path=work.stderr,
+            queue=queue,
+            should_cancel=watch,
+            cancel_event=watch.event,
+            on_start=lambda pid: _record_run_start(services, state, pid),
+            storage=services.storage,
+        )
+    except ContainerUnavailable as exc:
+        raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
 
 
 def _record_run_start(services: Services, state: RunState, pid: int) -> None:

@@ -22,24 +22,29 @@ from opendps.service.context import Services
 from opendps.settings import Settings
 
 
+def record_self_as_supervisor(services: Services, job_id: str, attempt: int | None = None) -> bool:
+    """This process supervises the job's attempt: recovery tells by its pid and start time
+    whether it died mid-run (also used by run-local, which supervises its job itself).
+    False when that attempt is over (recovered and claimed again meanwhile)."""
+    import psutil
+
+    me = psutil.Process()
+    return services.job_store.record_supervisor(job_id, me.pid, me.create_time(), attempt=attempt)
+
+
 def supervise(services: Services, job_id: str, attempt: int | None = None) -> int:
     """Body of a supervisor process: run the job's attempt ``attempt``, return an exit status.
 
     The attempt is the one the executor claimed: if the store says it is over (recovered
     and claimed again meanwhile), the supervisor leaves without running anything.
     """
-    import psutil
-
     from opendps.runner.run import run_job
 
     # The launcher built ``services`` before forking but never connected: drop the
     # inherited pool state without touching the parent's (SQLAlchemy's fork recipe).
     services.db.engine.dispose(close=False)
     try:
-        me = psutil.Process()
-        if not services.job_store.record_supervisor(
-            job_id, me.pid, me.create_time(), attempt=attempt
-        ):
+        if not record_self_as_supervisor(services, job_id, attempt):
             return 0  # that attempt is not ours to run any more
         run_job(services, job_id, attempt=attempt)
         return 0

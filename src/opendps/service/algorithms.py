@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from opendps.store import CatalogStore, JobStore
 
 if TYPE_CHECKING:
     from opendps.runner.sandbox import Sandbox
+    from opendps.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,11 @@ class AlgorithmService:
         policy: Policy,
         work_available: threading.Event,
         sandbox: Callable[[], Sandbox],
+        storage: Callable[[], Storage],
     ) -> None:
         self.settings = settings
         self._sandbox = sandbox  # decided on first use: how builds are boxed
+        self._storage = storage  # opened on first use (scale-out: images saved there)
         self.catalog = catalog
         self.job_store = job_store
         self.policy = policy
@@ -74,8 +78,7 @@ class AlgorithmService:
         existing algorithm, its owner and its build are then left as they were.
         """
         self.check_repository(spec)
-        if spec.queue and self.settings.queue(spec.queue) is None:
-            spec = spec.model_copy(update={"queue": None})  # MAAP names queues we may not have
+        spec = self.stored_spec(spec)
         try:
             existing = self.catalog.get_algorithm(spec.name, spec.version)
         except NoSuchProcess:
@@ -140,6 +143,13 @@ class AlgorithmService:
                 "only remote ones (https://, ssh://, git@host:…)"
             )
 
+    def stored_spec(self, spec: AlgorithmSpec) -> AlgorithmSpec:
+        """The spec as ``register`` stores it: a queue this site does not have is dropped
+        (MAAP registrations name queues we may not have), so jobs use the default one."""
+        if spec.queue and self.settings.queue(spec.queue) is None:
+            return spec.model_copy(update={"queue": None})
+        return spec
+
     def get(self, process_id: str) -> Algorithm:
         name, version = split_process_id(process_id)
         return self.catalog.get_algorithm(name, version)
@@ -176,7 +186,21 @@ class AlgorithmService:
                 "cancel them first"
             )
         self.catalog.delete_algorithm(algorithm.id)
+        if algorithm.build is not None and algorithm.build.image:
+            self._remove_images(algorithm, keep=None)
         return algorithm
+
+    def _remove_images(self, algorithm: Algorithm, keep: str | None) -> None:
+        """Container images of earlier builds (or all, on delete) go with their builds."""
+        from opendps.registry.images import find_podman, remove_images
+
+        podman, _ = find_podman(self.settings)
+        if podman is not None:
+            try:
+                scope = str(self.settings.data_dir)
+                remove_images(podman, scope, algorithm.name, algorithm.version, keep)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("could not remove old images of %s: %s", algorithm.process_id, exc)
 
     # -- builds ---------------------------------------------------------------------------
 
@@ -196,6 +220,7 @@ class AlgorithmService:
     def run_build(self, build: Build) -> Build:
         """Run one queued build to the end (called by the build worker thread)."""
         from opendps.registry.build import build_algorithm
+        from opendps.registry.images import plan_container
 
         build = self.catalog.start_build(build.id)
         algorithm = self.catalog.get_algorithm_by_id(build.algorithm_id)
@@ -209,9 +234,15 @@ class AlgorithmService:
         settings = self.settings
         sandbox = self._sandbox()
         queue = settings.queue(spec.queue or "") or settings.queue(settings.default_queue)
+        container = None
         try:
             from opendps.runner.build_box import boxed_build_runner
 
+            plan = plan_container(spec, settings, log_path)
+            container = plan.description
+            # Scale-out workers on other machines load the image from the object storage.
+            scaled_out = settings.executor == "celery"
+            builder = plan.builder(str(settings.data_dir), self._storage() if scaled_out else None)
             result = build_algorithm(
                 spec,
                 target,
@@ -221,6 +252,7 @@ class AlgorithmService:
                     sandbox, settings.kill_grace, target, build.id, queue
                 ),
                 base_env=sandbox.base_environment(),
+                image=builder,
             )
         except OpenDPSError as exc:
             log.warning(
@@ -230,7 +262,9 @@ class AlgorithmService:
                 extra={"action": "build_failed"},
             )
             message = redact(exc.message) or ""  # git's own errors may quote the URL
-            finished = self.catalog.finish_build(build.id, BuildStatus.FAILED, message=message)
+            finished = self.catalog.finish_build(
+                build.id, BuildStatus.FAILED, message=message, container=container
+            )
             self._fail_waiting_jobs(algorithm, message)
             return finished
         except Exception as exc:  # never leave a build "building"
@@ -240,6 +274,8 @@ class AlgorithmService:
             self._fail_waiting_jobs(algorithm, message)
             return finished
         self._remove_old_builds(algorithm, keep=build.id)
+        if result.image and not self.job_store.active_jobs_of_algorithm(algorithm.id):
+            self._remove_images(algorithm, keep=result.image)
         finished = self.catalog.finish_build(
             build.id,
             BuildStatus.READY,
@@ -247,6 +283,8 @@ class AlgorithmService:
             algorithm_dir=str(result.algorithm_dir),
             env_dir=str(result.env_dir),
             message=None,
+            image=result.image,
+            container=f"podman {result.image}" if result.image else container,
         )
         self.work_available.set()
         return finished

@@ -76,6 +76,7 @@ class Services:
             self.policy,
             self.work_available,
             sandbox=lambda: self.sandbox,
+            storage=lambda: self.storage,
         )
         self.jobs = JobService(
             settings,

@@ -1,11 +1,12 @@
 """Registration bodies -> AlgorithmSpec, by media type (DESIGN §5).
 
 MAAP algorithm YAML / JSON and the legacy ADE YAML are parsed here; CWL application
-packages are handed to ``opendps.registry.cwl`` when it is installed.
+packages are handed to ``opendps.registry.cwl`` (cwltool is a dependency of opendps).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,23 @@ class Package:
     spec: AlgorithmSpec
     body: str
     media_type: str
+
+
+CWL_MISSING = (
+    "this installation cannot deploy CWL: cwltool is not importable (it is a dependency of "
+    "opendps; reinstall it with `pip install --force-reinstall opendps`)"
+)
+
+
+def cwl_available() -> bool:
+    """Whether CWL packages can be deployed and run here: the one answer every dialect uses.
+
+    cwltool is a main dependency, so this is False only in a broken installation (one made
+    with ``--no-deps``, or whose cwltool failed to import)."""
+    try:
+        return importlib.util.find_spec("cwltool") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def media_type_of(content_type: str | None) -> str:
@@ -117,12 +135,9 @@ def parse_package(
 
 
 def _parse_cwl(text: str, media: str, workflow: str | None, fetch: Callable[[str], str]) -> Package:
-    try:
-        from opendps.registry import cwl
-    except ImportError:
-        raise InvalidSpec(
-            "CWL application packages are not supported by this server yet; register the "
-            "algorithm with its MAAP YAML instead"
-        ) from None
+    if not cwl_available():
+        raise UnsupportedMediaType(CWL_MISSING)
+    from opendps.registry import cwl
+
     spec = cwl.spec_from_cwl(text, media, workflow=workflow, fetch=fetch)
     return Package(spec, text, media)

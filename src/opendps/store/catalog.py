@@ -28,6 +28,8 @@ def _build_from_row(row: Mapping[str, Any]) -> Build:
         created=row["created"],
         started=row["started"],
         finished=row["finished"],
+        image=row.get("image"),
+        container=row.get("container"),
     )
 
 

@@ -65,6 +65,10 @@ builds = sa.Table(
     sa.Column("algorithm_dir", sa.Text, nullable=True),
     sa.Column("env_dir", sa.Text, nullable=True),
     sa.Column("message", sa.Text, nullable=True),
+    # The container image jobs run in (None: on the host), and where jobs run in words:
+    # "podman <image>" or "host (<why>)" (DESIGN §15).
+    sa.Column("image", sa.Text, nullable=True),
+    sa.Column("container", sa.Text, nullable=True),
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Column("started", UTCDateTime, nullable=True),
     sa.Column("finished", UTCDateTime, nullable=True),

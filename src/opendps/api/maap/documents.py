@@ -106,6 +106,7 @@ def build_document(build: Build, algorithm: Algorithm, base: str) -> dict[str, A
         "buildStatus": build.status.value,
         "commit": build.commit,
         "message": build.message,
+        "container": build.container,
         "created": iso(build.created),
         "log": f"{base}/processes/{quote(algorithm.process_id)}/build/log",
     }

@@ -8,7 +8,6 @@ a MAAP algorithm YAML is registered as one, so 5.x users can deploy their existi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from typing import Any
@@ -24,6 +23,7 @@ from opendps.service.packages import (
     YAML_TYPES,
     Package,
     check_size,
+    cwl_available,
     decode_body,
     href_fetcher,
     media_type_of,
@@ -39,13 +39,6 @@ CWL_UNAVAILABLE = (
     "deploy_algorithm_from_cwl_file"
 )
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-
-
-def cwl_available() -> bool:
-    try:
-        return importlib.util.find_spec("opendps.registry.cwl") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def _is_cwl(data: Any) -> bool:

@@ -12,17 +12,10 @@ from fastapi import FastAPI
 from opendps.api.ogc.callbacks import Notifier
 from opendps.api.ogc.execute import DEFAULT_SYNC_WAIT, router
 from opendps.api.ogc.openapi import install_openapi
+from opendps.service.packages import cwl_available
 
 PART2 = "http://www.opengis.net/spec/ogcapi-processes-2/1.0/conf/"
 CWL_CLASSES = [PART2 + "cwl", PART2 + "ogcapppkg"]
-
-
-def cwl_available() -> bool:
-    try:
-        import cwltool  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def install(app: FastAPI) -> None:

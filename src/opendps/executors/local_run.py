@@ -8,7 +8,9 @@ here passes on the server.
 
 A build is kept in the data dir and reused while the registration's spec is unchanged
 (the clone/build cache); ``rebuild=True`` forces a fresh one, e.g. after pushing new
-commits to the same branch.
+commits to the same branch. With ``working_tree`` the build is made from the files on
+disk of that git working tree (uncommitted edits included, see
+:mod:`opendps.registry.worktree`), and reused while they are unchanged: ``dps test``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from opendps.errors import BuildError, InvalidSpec, NoSuchProcess, OpenDPSError
 from opendps.models import Algorithm, Build, BuildStatus, Job, JobStatus, Phase, Reason
-from opendps.registry.spec import AlgorithmSpec
+from opendps.registry.spec import AlgorithmSpec, repo_dir_name
+from opendps.registry.worktree import Snapshot, snapshot_store, snapshot_working_tree
 from opendps.service.context import Services
 from opendps.service.jobs import Submission, output_prefix
 from opendps.service.packages import Package, parse_package
@@ -102,10 +105,14 @@ def run_local(
     base_url: str | None = None,
     config: Path | str | None = None,
     rebuild: bool = False,
+    working_tree: Path | str | None = None,
     on_progress: Progress | None = None,
     on_log: LogSink | None = None,
 ) -> LocalRunResult:
     """Build (or reuse the build of) ``algorithm_file`` and run one job of it here.
+
+    ``working_tree``: build from the files on disk of that git working tree instead of
+    cloning ``repository_url`` at ``algorithm_version``.
 
     Raises :class:`~opendps.errors.InvalidSpec` / ``InvalidInput`` / ``NoSuchQueue`` for
     a bad registration or inputs, :class:`LocalBuildFailed` when the build fails. A job
@@ -114,13 +121,15 @@ def run_local(
     """
     say = on_progress or (lambda _message: None)
     settings = local_settings(data_dir, base_url, config)
-    package = _read_package(Path(algorithm_file))
+    package = read_package(Path(algorithm_file))
     services = Services(settings)
     try:
         services.catalog.sync_queues(settings.queues)
         with _data_dir_lock(settings.data_dir, say):
             _clear_leftovers(services)
-            algorithm, built, build_seconds = ensure_built(services, package, rebuild, say)
+            algorithm, built, build_seconds = build_locally(
+                services, package, working_tree, rebuild, say
+            )
             job = _submit(services, algorithm, package.spec, inputs or {}, queue, tag)
             say(f"running job {job.id} on queue {job.queue}")
             final = _run_claimed(services, job, on_log)
@@ -143,32 +152,71 @@ def run_local(
 # -- registration and build -------------------------------------------------------------
 
 
-def _read_package(path: Path) -> Package:
+def build_locally(
+    services: Services,
+    package: Package,
+    working_tree: Path | str | None,
+    rebuild: bool,
+    say: Progress,
+) -> tuple[Algorithm, bool, float]:
+    """``ensure_built``, from a snapshot of ``working_tree`` when one is given."""
+    commit = None
+    if working_tree is not None and package.spec.repository_url:
+        snapshot = _snapshot(services.settings, package.spec, Path(working_tree))
+        say(f"building from {snapshot.describe()}")
+        spec = package.spec.model_copy(update={"repository_url": snapshot.url})
+        package = replace(package, spec=spec)
+        commit = snapshot.commit
+    return ensure_built(services, package, rebuild, say, expected_commit=commit)
+
+
+def read_package(path: Path) -> Package:
     if not path.is_file():
         raise InvalidSpec(f"{path}: no such file")
     media = "application/cwl+yaml" if path.suffix.lower() == ".cwl" else "application/yaml"
     return parse_package(path.read_bytes(), media)
 
 
-def _stored_form(services: Services, spec: AlgorithmSpec) -> dict[str, Any]:
-    """The spec as AlgorithmService.register will store it (unknown queues dropped)."""
-    if spec.queue and services.settings.queue(spec.queue) is None:
-        spec = spec.model_copy(update={"queue": None})
-    return spec.model_dump(mode="json")
+def _snapshot(settings: Settings, spec: AlgorithmSpec, tree: Path) -> Snapshot:
+    from opendps.registry.worktree import repository_top
+
+    top = repository_top(tree)
+    if top is None:
+        raise InvalidSpec(f"{tree} is not inside a git working tree (run `git init` there)")
+    name = repo_dir_name(spec.repository_url or str(top))
+    return snapshot_working_tree(top, snapshot_store(settings.data_dir, top), name, spec.version)
 
 
-def _build_usable(build: Build | None) -> bool:
+def _build_usable(build: Build | None, settings: Settings) -> bool:
     if build is None or build.status != BuildStatus.READY:
         return False
     # The data dir may have been cleaned by hand; a ready record without files is no cache.
-    return all(Path(d).is_dir() for d in (build.algorithm_dir, build.env_dir) if d)
+    # A container build has no virtualenv: its environment is the image.
+    folders = (build.algorithm_dir,) if build.image else (build.algorithm_dir, build.env_dir)
+    return all(Path(d).is_dir() for d in folders if d) and _image_here(build.image, settings)
+
+
+def _image_here(image: str | None, settings: Settings) -> bool:
+    """A container build is a cache only while its image is in podman's storage."""
+    if image is None:
+        return True
+    from opendps.registry.images import find_podman, image_exists
+
+    podman, _ = find_podman(settings)
+    return podman is not None and image_exists(podman, image)
 
 
 def ensure_built(
-    services: Services, package: Package, rebuild: bool = False, on_progress: Progress | None = None
+    services: Services,
+    package: Package,
+    rebuild: bool = False,
+    on_progress: Progress | None = None,
+    *,
+    expected_commit: str | None = None,
 ) -> tuple[Algorithm, bool, float]:
-    """The registered algorithm with a ready build: reused when the spec is unchanged,
-    else (re)registered and built now. Answers (algorithm, built now?, build seconds)."""
+    """The registered algorithm with a ready build: reused when the spec is unchanged
+    (and, with ``expected_commit``, built from that commit), else (re)registered and
+    built now. Answers (algorithm, built now?, build seconds)."""
     say = on_progress or (lambda _message: None)
     spec = package.spec
     try:
@@ -178,8 +226,9 @@ def ensure_built(
     if (
         not rebuild
         and existing is not None
-        and existing.spec == _stored_form(services, spec)
-        and _build_usable(existing.build)
+        and existing.spec == services.algorithms.stored_spec(spec).model_dump(mode="json")
+        and _build_usable(existing.build, services.settings)
+        and (expected_commit is None or existing.build.commit == expected_commit)  # type: ignore[union-attr]
     ):
         commit = (existing.build.commit or "")[:12] if existing.build else ""
         say(f"reusing the build of {spec.process_id} (commit {commit})")
@@ -250,35 +299,39 @@ def local_file_urls(spec: AlgorithmSpec, inputs: Mapping[str, Any]) -> dict[str,
 
 def _run_claimed(services: Services, job: Job, on_log: LogSink | None) -> Job:
     """Claim the job as an executor would and run it in this process."""
-    from opendps.executors.recovery import worker_id
     from opendps.runner.run import run_job
+
+    current = claim(services, job)
+    if current.status.terminal:  # e.g. failed at submit by a failed build
+        return current
+    follower = _follow_logs(services, job.id, on_log) if on_log else None
+    with _cancel_on_interrupt() as cancel:
+        final = run_job(services, job.id, cancel_event=cancel, attempt=current.attempts)
+    if follower is not None:
+        follower.join(10)
+    return final
+
+
+def claim(services: Services, job: Job) -> Job:
+    """Claim ``job`` as an executor would, with this process as its supervisor; answers
+    it ``running``, or as it already ended (e.g. failed at submit by a failed build)."""
+    from opendps.executors.recovery import node_id, worker_id
+    from opendps.runner.supervisor import record_self_as_supervisor
 
     queue = services.settings.queue(job.queue)
     claimed = services.job_store.claim_next(
         {job.queue: max(queue.slots if queue else 1, 1)},
         host=os.uname().nodename,
         worker=worker_id(),
+        node=node_id(),
     )
     if claimed is None or claimed.id != job.id:
         current = services.job_store.get_job(job.id)
-        if current.status.terminal:  # e.g. failed at submit by a failed build
+        if current.status.terminal:
             return current
         raise OpenDPSError(f"job {job.id} could not be claimed (it is {current.status.value})")
-    _record_self_as_supervisor(services, job.id)
-    follower = _follow_logs(services, job.id, on_log) if on_log else None
-    with _cancel_on_interrupt() as cancel:
-        final = run_job(services, job.id, cancel_event=cancel)
-    if follower is not None:
-        follower.join(10)
-    return final
-
-
-def _record_self_as_supervisor(services: Services, job_id: str) -> None:
-    """This process supervises the job, so recovery can tell if it died mid-run."""
-    import psutil
-
-    me = psutil.Process()
-    services.job_store.record_supervisor(job_id, me.pid, me.create_time())
+    record_self_as_supervisor(services, job.id, claimed.attempts)
+    return claimed
 
 
 def _follow_logs(services: Services, job_id: str, on_log: LogSink) -> threading.Thread:
