@@ -55,6 +55,7 @@ class RunState:
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     image: str | None = None  # the container image the job runs in (runner/container.py)
+    unboxed: bool = False  # CWL tools in podman: cwltool itself runs outside bwrap
     phase: Phase = Phase.BUILD
     _mark: float = field(default_factory=time.monotonic)
 
@@ -316,6 +317,9 @@ def _execute(
         state.warnings.extend(notes)
         env["PYTHONPATH"] = _opendps_path()
         state.metrics["container"] = where
+        # cwltool starts rootful podman for each tool, which cannot run inside the job's
+        # box: the container is the tool's box then (docs/security-jobs.md says so).
+        state.unboxed = where.startswith("podman")
     else:
         try:
             argv = resolve_run_command(spec, Path(algorithm_dir or ""))
@@ -403,9 +407,16 @@ def _start_execute(
     sandbox = services.sandbox
     network = queue.network if queue else True
     box = sandbox.box(work.root, [build_dir] if build_dir else [], network=network)
-    launch = sandbox.launch(box, argv, env)
-    state.metrics.update(sandbox.facts(), network=network)
-    if sandbox.user is not None:
+    if state.unboxed:
+        from opendps.runner.sandbox import PROCESS, box_launch
+
+        launch = box_launch(PROCESS, box, argv, env, user=None)
+        state.metrics.update(isolation="podman (cwltool)", job_user=None, network=network)
+    else:
+        launch = sandbox.launch(box, argv, env)
+        state.metrics.update(sandbox.facts(), network=network)
+    handed_over = sandbox.user is not None and not state.unboxed
+    if handed_over:
         hand_over(work.root, sandbox.user.uid, sandbox.user.gid)
     try:
         return execute(
@@ -428,7 +439,7 @@ def _start_execute(
         )
     finally:
         _record_run_end(services, state)
-        if sandbox.user is not None:
+        if handed_over:
             removed = take_back(work.root)
             state.warnings.extend(f"removed from the work dir: {r}" for r in removed)
 
