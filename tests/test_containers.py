@@ -371,7 +371,7 @@ def test_a_new_build_replaces_the_old_image_and_delete_removes_it(
         second = build()
         assert first != second and image_exists(podman, second)
         assert not image_exists(podman, first)
-        services.algorithms.delete(spec.process_id)
+        services.algorithms.delete(spec.process_id, "anonymous")
         assert not image_exists(podman, second)
     finally:
         services.close()
