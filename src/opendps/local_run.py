@@ -250,7 +250,7 @@ def local_file_urls(spec: AlgorithmSpec, inputs: Mapping[str, Any]) -> dict[str,
 
 def _run_claimed(services: Services, job: Job, on_log: LogSink | None) -> Job:
     """Claim the job as an executor would and run it in this process."""
-    from opendps.executors.recovery import worker_id
+    from opendps.executors.recovery import node_id, worker_id
     from opendps.runner.run import run_job
 
     queue = services.settings.queue(job.queue)
@@ -258,6 +258,7 @@ def _run_claimed(services: Services, job: Job, on_log: LogSink | None) -> Job:
         {job.queue: max(queue.slots if queue else 1, 1)},
         host=os.uname().nodename,
         worker=worker_id(),
+        node=node_id(),
     )
     if claimed is None or claimed.id != job.id:
         current = services.job_store.get_job(job.id)
