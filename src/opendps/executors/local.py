@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opendps.errors import InvalidTransition
@@ -126,6 +127,13 @@ class LocalExecutor:
                 extra={"action": "isolation_warning"},
             )
         sandbox.secure_data_dir(self.settings)
+        for path in sandbox.unreachable([Path(sys.base_prefix), self.settings.jobs_dir]):
+            log.warning(
+                "the job user cannot reach %s (a folder on the way is closed to others): "
+                "with process isolation, jobs that need it fail; use bwrap",
+                path,
+                extra={"action": "isolation_warning"},
+            )
 
     # -- recovery -------------------------------------------------------------------------
 
