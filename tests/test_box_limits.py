@@ -99,6 +99,32 @@ def test_disk_space_is_checked_before_the_job_starts(
     assert "run" not in job.metrics.get("phase_seconds", {})
 
 
+def test_a_job_that_fills_its_disk_space_is_stopped(
+    boxed: BoxedDPS, make_algorithm_repo: Callable[..., Path]
+) -> None:
+    marker = f"filler-{uuid.uuid4().hex[:8]}"
+    body = (
+        f"(exec -a {marker} sleep 60) &\n"
+        "for i in $(seq 200); do head -c 1000000 /dev/zero >> big; sleep 0.05; done\n"
+    )
+    repo = make_algorithm_repo(_script(body), executable=["run.sh"])
+    text = algorithm_yaml(repo) + "disk_space: 20MB\n"
+    algorithm = boxed.services.algorithms.register(
+        parse_registration(text), owner="anonymous", replace=True
+    )
+    wait_until(
+        lambda: (
+            boxed.services.algorithms.get(algorithm.process_id).build.status == BuildStatus.READY
+        ),
+        what="build",
+    )
+    job = boxed.run(algorithm.process_id)
+    assert (job.status, job.reason) == (JobStatus.FAILED, Reason.EXIT_CODE)
+    assert "disk_space (20 MiB)" in job.message
+    assert (Path(job.work_dir) / "big").stat().st_size < 100_000_000
+    _nothing_left(job.id, marker)
+
+
 def test_filling_the_private_tmp_counts_against_the_memory_limit(
     boxed_factory: Callable[..., BoxedDPS], make_algorithm_repo: Callable[..., Path]
 ) -> None:

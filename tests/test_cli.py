@@ -19,6 +19,7 @@ from opendps.executors.local_run import run_local
 from tests.support.dps import wait_until
 from tests.support.http_server import HttpFiles
 from tests.support.live_server import LiveServer, free_port
+from tests.support.run_log import RunLog
 from tests.test_client import demo_algorithm, registered
 
 runner = CliRunner()
@@ -267,9 +268,9 @@ def test_parse_inputs_and_batch_files(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_local_runs_and_reuses_the_build(
-    make_algorithm_repo: Callable[..., Path], tmp_path: Path
+    make_algorithm_repo: Callable[..., Path], tmp_path: Path, run_log: RunLog
 ) -> None:
-    yaml_path = demo_algorithm(make_algorithm_repo, tmp_path)
+    yaml_path = demo_algorithm(make_algorithm_repo, tmp_path, build_counter=run_log)
     (tmp_path / "data.txt").write_text("local data\n")
     data_dir, out = tmp_path / "rl", tmp_path / "out1"
     args = [
@@ -301,7 +302,7 @@ def test_run_local_runs_and_reuses_the_build(
     assert second.exit_code == 0, second.output
     assert "reusing the build" in second.stderr and "successful" in second.stderr
     assert "greeting=hey" in second.stderr  # the stdout tail
-    assert (tmp_path / "build-count-demo").read_text().count("built") == 1  # no rebuild
+    assert run_log.lines().count("built") == 1  # no rebuild
     assert second_seconds < first_seconds
     print(
         f"run-local: first (with build) {first_seconds:.2f} s, "
@@ -316,7 +317,7 @@ def test_run_local_runs_and_reuses_the_build(
         rebuild=True,
     )
     assert rebuilt.ok and rebuilt.built
-    assert (tmp_path / "build-count-demo").read_text().count("built") == 2
+    assert run_log.lines().count("built") == 2
 
 
 @pytest.mark.slow

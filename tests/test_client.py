@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,13 +54,15 @@ def demo_algorithm(
     tmp_path: Path,
     name: str = "demo",
     build_script: str | None = None,
+    build_counter: Any = None,
 ) -> Path:
     """A repo with run.sh and build.sh and its registration YAML; answers the YAML's path.
 
-    Every build appends a line to ``tmp_path/build-count-<name>`` (to count rebuilds).
+    With ``build_counter`` (a ``run_log``), every build reports "built" there (to count
+    rebuilds: a boxed build can write only its own build folder).
     """
-    counter = tmp_path / f"build-count-{name}"
-    build = build_script or f"#!/bin/bash\necho building\necho built >> {counter}\n"
+    report = build_counter.report("built") + "\n" if build_counter is not None else ""
+    build = build_script or f"#!/bin/bash\necho building\n{report}"
     repo = make_algorithm_repo(
         {"run.sh": RUN_SH, "build.sh": build},
         executable=["run.sh", "build.sh"],

@@ -51,10 +51,10 @@ def test_job_reads_its_owners_secret(
     assert registered.status_code == 200, registered.text
     wait_built(server.url, "secret_reader:main", headers)
 
-    token_file = tmp_path / "job-token.txt"
+    # Inside the job's box only its work dir is writable: the token leaves as an output.
     submitted = alice.submit_job(
         "secret_reader:main",
-        {"secret_name": "EARTHDATA", "token_file": str(token_file)},
+        {"secret_name": "EARTHDATA", "token_file": "output/job-token.txt"},
         "dps-worker-8gb",
     )
     assert submitted.status_code == 202, submitted.text
@@ -77,7 +77,8 @@ def test_job_reads_its_owners_secret(
     assert "user: alice" in logs["stdout"]
     assert SECRET not in logs["stdout"]  # the job printed it; the stored log masks it
 
-    token = token_file.read_text()
+    token_href = next(link["href"] for link in links if link.get("title") == "job-token.txt")
+    token = httpx.get(token_href, headers=headers, timeout=30).text
     assert token and token not in (users["alice"], users["bob"])
     ended = httpx.get(
         f"{server.url}/api/members/self/secrets/EARTHDATA",

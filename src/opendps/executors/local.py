@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opendps.executors.recovery import (
@@ -33,6 +34,7 @@ from opendps.executors.recovery import (
     worker_alive,
     worker_id,
 )
+from opendps.models import JobStatus
 
 if TYPE_CHECKING:
     from opendps.service.context import Services
@@ -70,6 +72,7 @@ class LocalExecutor:
         self._launch_lock = threading.Lock()
         self._local: dict[str, int | None] = {}  # job id -> supervisor pid (None: thread)
         self._adopted: dict[str, tuple[int, float | None]] = {}
+        self._attempts: dict[str, int] = {}  # job id -> the attempt launched here
         self._local_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -131,6 +134,13 @@ class LocalExecutor:
                 extra={"action": "isolation_warning"},
             )
         sandbox.secure_data_dir(self.settings)
+        for path in sandbox.unreachable([Path(sys.base_prefix), self.settings.jobs_dir]):
+            log.warning(
+                "the job user cannot reach %s (a folder on the way is closed to others): "
+                "with process isolation, jobs that need it fail; use bwrap",
+                path,
+                extra={"action": "isolation_warning"},
+            )
 
     # -- recovery -------------------------------------------------------------------------
 
@@ -237,6 +247,7 @@ class LocalExecutor:
     def _launch(self, job_id: str, attempt: int) -> None:
         with self._local_lock:
             self._local[job_id] = None
+            self._attempts[job_id] = attempt
         if self.supervisors == "thread":
             thread = threading.Thread(
                 target=self._run_in_thread,
@@ -293,9 +304,12 @@ class LocalExecutor:
             parts = raw.decode().split()
             if len(parts) >= 3 and parts[0] == "exited":
                 job_id = parts[1]
+                with self._local_lock:
+                    launched = self._attempts.pop(job_id, None)
                 self._job_done(job_id)
                 job = self.services.job_store.get_job(job_id)
-                if not job.status.terminal:
+                # Only the attempt this executor launched: a later one is someone else's.
+                if job.status == JobStatus.RUNNING and launched in (None, job.attempts):
                     recover_job(
                         self.services,
                         job,

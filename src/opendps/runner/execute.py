@@ -51,6 +51,8 @@ CANCEL_CHECK_INTERVAL = 0.5
 _KILL_POLL = 0.02
 #: Seconds to wait for SIGKILLed processes to disappear.
 _KILL_WAIT = 2.0
+#: Seconds between measurements of the job's folder against ``disk_limit``.
+DISK_CHECK_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ExecResult:
     memory_enforcement: str  # "cgroup-v2" | "cgroup-v1" | "rlimit" | "none"
     started: float  # time.time()
     finished: float
+    disk_exceeded: bool = False  # stopped: its folder grew past ``disk_limit``
 
 
 def execute(
@@ -91,6 +94,7 @@ def execute(
     max_processes: int | None = None,
     user: JobUser | None = None,
     boxed: bool = False,
+    disk_limit: tuple[Path, int] | None = None,
 ) -> ExecResult:
     """Run ``argv`` to its end (or its limit, or a cancel) and measure it.
 
@@ -100,7 +104,8 @@ def execute(
     ``user``: the child drops to that user after joining its cgroup (process isolation as
     root). ``boxed``: ``argv`` starts bwrap, whose own process is spared the SIGTERM of a
     stop so that the job's processes get their grace period (bwrap kills them at once
-    when it dies).
+    when it dies). ``disk_limit`` = (folder, bytes): the run is stopped once the folder
+    holds more (checked every ``DISK_CHECK_INTERVAL`` seconds).
     Raises ``OSError`` if the command cannot be started (not found, not executable).
     """
     group = limits.create_job_cgroup(
@@ -122,7 +127,14 @@ def execute(
             if on_start is not None:
                 on_start(pid)
             stop = _supervise(
-                waiter, tree, t0, time_limit, should_cancel, cancel_event, sample_interval
+                waiter,
+                tree,
+                t0,
+                time_limit,
+                should_cancel,
+                cancel_event,
+                sample_interval,
+                disk_limit,
             )
             if stop is not None:
                 tree.sample()  # last look at the CPU of processes the kill will orphan
@@ -249,9 +261,11 @@ def _supervise(
     should_cancel: Callable[[], bool] | None,
     cancel_event: threading.Event | None,
     sample_interval: float,
+    disk_limit: tuple[Path, int] | None = None,
 ) -> str | None:
-    """Wait for the main process; return "timeout" or "cancel" if it has to be stopped."""
+    """Wait for the main process; "timeout", "cancel" or "disk" if it has to be stopped."""
     deadline = t0 + time_limit if time_limit else None
+    next_disk = t0 + DISK_CHECK_INTERVAL
     sample_interval = max(sample_interval, 0.01)
     watching = should_cancel is not None or cancel_event is not None
     tick = min(sample_interval, CANCEL_CHECK_INTERVAL) if watching else sample_interval
@@ -274,6 +288,22 @@ def _supervise(
             next_ask = now + CANCEL_CHECK_INTERVAL
             if _ask(should_cancel):
                 return "cancel"
+        if disk_limit is not None and now >= next_disk:
+            next_disk = now + DISK_CHECK_INTERVAL
+            if disk_usage(disk_limit[0]) > disk_limit[1]:
+                return "disk"
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes a folder really occupies (allocated blocks: sparse files count what they use)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
 
 
 def _ask(should_cancel: Callable[[], bool]) -> bool:
@@ -309,6 +339,7 @@ def _result(
         signal=sig,
         timed_out=stop == "timeout",
         cancelled=stop == "cancel",
+        disk_exceeded=stop == "disk",
         oom=group is not None and group.oom_kills() > 0,
         wall_seconds=wall,
         cpu_user=user,

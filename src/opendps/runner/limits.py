@@ -217,6 +217,7 @@ def describe_limits() -> str:
     if base is None:
         return memory_control()
     if base[0] == 1:
+        _v1_extra_folders()  # probes once, and records which controllers it found
         names = ["memory", *_V1_EXTRA_NAMES.get("found", [])]
         return f"{CGROUP_V1} ({', '.join(names)})"
     return f"{CGROUP_V2} (memory, pids and cpu where delegated)"

@@ -238,16 +238,23 @@ def _localize(services: Services, state: RunState, spec: AlgorithmSpec, watch: C
     }
 
 
-def _check_disk_space(services: Services, state: RunState, spec: AlgorithmSpec) -> None:
-    """``disk_space`` of the registration must be free before the job starts; old cache
-    entries and old finished jobs' work dirs make room first (oldest first)."""
-    from opendps.runner.diskspace import DiskShortage, ensure_free_space
+def _disk_space(spec: AlgorithmSpec) -> int | None:
+    """The registration's ``disk_space`` in bytes (None: not given or not a size)."""
     from opendps.settings import parse_size
 
     try:
-        needed = parse_size(spec.disk_space) if spec.disk_space else None
+        return parse_size(spec.disk_space) if spec.disk_space else None
     except ValueError:
-        needed = None
+        return None
+
+
+def _check_disk_space(services: Services, state: RunState, spec: AlgorithmSpec) -> None:
+    """``disk_space`` of the registration must be free before the job starts; old cache
+    entries and old finished jobs' work dirs make room first (oldest first). The run is
+    then held to it (runner/execute.py ``disk_limit``)."""
+    from opendps.runner.diskspace import DiskShortage, ensure_free_space
+
+    needed = _disk_space(spec)
     if not needed:
         return
     assert state.work is not None
@@ -327,8 +334,9 @@ def _execute(
             raise JobFailed(JobStatus.FAILED, Reason.BUILD_ERROR, Phase.RUN, exc.message)
         argv += positional_args(spec, job.inputs)
     build_dir = Path(algorithm_dir).parent if algorithm_dir else None
+    disk = _disk_space(spec)
     try:
-        result = _start_execute(services, state, argv, env, queue, watch, build_dir)
+        result = _start_execute(services, state, argv, env, queue, watch, build_dir, disk)
     except OSError as exc:  # e.g. a shebang naming an interpreter that does not exist
         raise JobFailed(
             JobStatus.FAILED,
@@ -362,6 +370,15 @@ def _execute(
         )
     if result.oom:
         raise JobFailed(JobStatus.FAILED, Reason.OOM, Phase.RUN, oom_message(services, queue))
+    if result.disk_exceeded and disk:
+        from opendps.settings import format_size
+
+        raise JobFailed(
+            JobStatus.FAILED,
+            Reason.EXIT_CODE,
+            Phase.RUN,
+            f"stopped: its work dir grew past the algorithm's disk_space ({format_size(disk)})",
+        )
     if result.exit_code != 0:
         how = (
             f"exit code {result.exit_code}"
@@ -391,6 +408,7 @@ def _start_execute(
     queue: Any,
     watch: CancelWatch,
     build_dir: Path | None,
+    disk: int | None = None,
 ) -> Any:
     """Box the command (runner/sandbox.py), hand the work dir over, run, take it back."""
     from opendps.runner.execute import execute
@@ -435,6 +453,7 @@ def _start_execute(
             should_cancel=watch,
             cancel_event=watch.event,
             job_id=state.job.id,
+            disk_limit=(work.root, disk) if disk else None,
             on_start=lambda pid: _record_run_start(services, state, pid),
         )
     finally:

@@ -320,6 +320,22 @@ class Sandbox:
         """What a job's metrics record about its box."""
         return {"isolation": self.isolation, "job_user": self.user.name if self.user else None}
 
+    def unreachable(self, paths: Iterable[Path]) -> list[Path]:
+        """Of ``paths``, those a process-isolated job user cannot reach: a folder on the way
+        is closed to others (e.g. root's 0700 home holding a pyenv interpreter)."""
+        if self.user is None or self.isolation != PROCESS:
+            return []
+        closed = []
+        for path in paths:
+            for folder in [*reversed(Path(path).parents), Path(path)]:
+                try:
+                    if folder.is_dir() and not folder.stat().st_mode & 0o001:
+                        closed.append(Path(path))
+                        break
+                except OSError:
+                    break
+        return closed
+
     def secure_data_dir(self, settings: Settings) -> None:
         """Keep the data dir unreadable to the job user: only the work-dir and build trees
         may be traversed (process isolation needs that); the database, ``secret.key``,

@@ -307,8 +307,15 @@ class AlgorithmService:
         if not parent.exists() or self.job_store.active_jobs_of_algorithm(algorithm.id):
             return
         for child in parent.iterdir():
-            if child.name != str(keep) and child.name.isdigit():
+            if child.name != str(keep) and child.name.isdigit() and not self._building(child):
                 shutil.rmtree(child, ignore_errors=True)
+
+    def _building(self, folder: Path) -> bool:
+        """Another build slot may still be building a superseded build in ``folder``."""
+        try:
+            return self.catalog.get_build(int(folder.name)).status == BuildStatus.BUILDING
+        except Exception:  # no such build (a leftover folder): not building
+            return False
 
     def ensure_builtin(self, spec: AlgorithmSpec) -> Algorithm:
         """Register a built-in process, replacing an older definition of it."""
