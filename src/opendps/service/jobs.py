@@ -158,6 +158,8 @@ class JobService:
     ) -> Page:
         if not 1 <= limit <= 10000:
             raise InvalidInput(f"limit must be 1..10000; got {limit}")
+        if offset is not None and not 0 <= offset < 2**62:  # beyond: the driver overflows
+            raise InvalidInput(f"offset must be 0..2**62; got {offset}")
         return self.store.list_jobs(filters, limit=limit, cursor=cursor, offset=offset)
 
     def events(self, job_id: str, *, user: str | None = None) -> list:
