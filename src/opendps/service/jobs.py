@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from opendps.settings import Settings
 
 LOG_FILES = {"stdout": "_stdout.txt", "stderr": "_stderr.txt"}
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
