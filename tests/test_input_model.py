@@ -232,3 +232,12 @@ def test_with_auth_on_only_public_http_and_listed_s3_inputs_are_accepted(
 def test_with_auth_on_public_urls_and_listed_buckets_pass() -> None:
     for value in ("https://example.org/a.tif", "s3://public-data/a.tif", "http://8.8.8.8/x"):
         assert normalise_inputs(MAAP, {"granule": value, "count": 1}, AUTH)["granule"] == value
+
+
+def test_urls_that_cwltool_fetches_itself_follow_the_same_rules() -> None:
+    directory = ogc_spec({"folder": {"schema": {"type": "string", "format": "uri"}}})
+    with pytest.raises(InvalidInput, match="'folder': local files"):
+        normalise_inputs(directory, {"folder": "/etc"}, AUTH)
+    assert normalise_inputs(directory, {"folder": "https://example.org/d/"}, AUTH) == {
+        "folder": "https://example.org/d/"
+    }

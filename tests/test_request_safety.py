@@ -113,8 +113,9 @@ def test_forged_cursors_are_400(api: TestClient, path: str, seq: object) -> None
     assert response.status_code == 400, (path, seq, response.text[:200])
 
 
-def test_maap_offsets_beyond_64_bits_are_400(api: TestClient) -> None:
-    response = api.get("/api/ogc/jobs", params={"offset": str(10**23)})
+@pytest.mark.parametrize("path", ["/api/ogc/jobs", "/api/dps/job/list"])
+def test_maap_offsets_beyond_64_bits_are_400(api: TestClient, path: str) -> None:
+    response = api.get(path, params={"offset": str(10**23)})
     assert response.status_code == 400 and "offset" in response.text
 
 

@@ -84,6 +84,7 @@ class _Input:
     default: Any
     schema: Any
     validator: Any
+    urls: bool  # a URL that is not downloaded for the job (a CWL Directory): policy applies
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def _compiled(spec_json: str) -> InputModel:
                 default=default,
                 schema=schema,
                 validator=jsonschema.Draft202012Validator(schema),
+                urls=_takes_urls(schema),
             )
         )
     return InputModel(spec.process_id, tuple(entries))
@@ -180,8 +182,25 @@ def normalise_inputs(
         value = coerce(item.schema, value)
         if (error := _describe_error(item.validator, value, f"input {name!r}")) is not None:
             raise InvalidInput(error)
+        if item.urls:  # cwltool fetches these itself: the same URL rules as file inputs
+            texts = value if isinstance(value, list) else [value]
+            for url in (t.strip() for t in texts if isinstance(t, str) and t.strip()):
+                policy.check_input(url, name)
         values[name] = value
     return values
+
+
+def _takes_urls(schema: Any) -> bool:
+    """Whether the schema (or one of its alternatives) is a URI string."""
+    stack = [schema]
+    while stack:
+        part = stack.pop()
+        if isinstance(part, dict):
+            if part.get("format") == "uri":
+                return True
+            stack.extend(p for key in ("anyOf", "allOf") for p in part.get(key, []))
+            stack.append(part.get("items"))
+    return False
 
 
 def _file_value(name: str, value: Any, policy: UrlPolicy) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 import uuid
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from opendps.storage.base import Storage
 
 LOG_FILES = {"stdout": "_stdout.txt", "stderr": "_stderr.txt"}
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -221,6 +219,8 @@ class JobService:
     def list_jobs(self, query: JobQuery, user: str) -> Page:
         """One page of the jobs ``user`` may see that match ``query`` (newest first)."""
         check_limit(query.limit)
+        if query.offset is not None and not 0 <= query.offset < 2**62:  # the driver overflows
+            raise InvalidInput(f"offset must be 0..2**62; got {query.offset}")
         filters = self._filters(query, user)
         if filters is None:
             return Page(items=[], number_matched=0, next_cursor=None)

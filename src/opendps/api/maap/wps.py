@@ -16,7 +16,7 @@ from opendps.api.maap.common import (
     parse_status_filter,
     queue_name,
 )
-from opendps.api.maap.jobs import cancel, wait_flag
+from opendps.api.maap.jobs import MAX_OFFSET, cancel, wait_flag
 from opendps.errors import NoSuchJob
 from opendps.models import JobStatus
 from opendps.service.algorithms import split_process_id
@@ -110,7 +110,7 @@ def _legacy_list(request: Request, username: str | None) -> dict[str, Any]:
         finished_after=parse_instant(params.get("end_time"), "end_time"),
         matches_nothing=not matchable,
         limit=parse_int(params.get("page_size"), "page_size", low=1, high=10000) or 100,
-        offset=parse_int(params.get("offset"), "offset", low=0) or 0,
+        offset=parse_int(params.get("offset"), "offset", low=0, high=MAX_OFFSET) or 0,
     )
     details = parse_bool(params.get("get_job_details"), "get_job_details", default=True)
     page = services.jobs.list_jobs(query, user)
