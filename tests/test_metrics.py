@@ -37,7 +37,7 @@ def test_metrics_count_what_the_store_holds(
     repo = make_algorithm_repo({"run.sh": "#!/bin/bash\necho hi\n"}, executable=["run.sh"])
     extra = {"database_url": db_url} if db_url else {}
     settings = fast_settings(tmp_path / "dps", queues=ONE_QUEUE, **extra)
-    app = create_app(settings, isolation="thread")
+    app = create_app(settings, supervisors="thread")
     with TestClient(app) as client:
         services = app.state.services
         from opendps.registry.spec import parse_registration
