@@ -45,6 +45,7 @@ class LocalExecutor:
 
             raise NoSuchQueue(f"unknown queue(s) {unknown}")
         self.queue_slots = {n: self.settings.queue(n).slots for n in names}  # type: ignore[union-attr]
+        self.user_caps = {n: self.settings.queue(n).max_running_per_user for n in names}  # type: ignore[union-attr]
         self.isolation = isolation
         self.run_builds = run_builds
         self.host = os.uname().nodename
@@ -56,11 +57,16 @@ class LocalExecutor:
         self._local: dict[str, int | None] = {}  # job id -> supervisor pid (None: thread)
         self._adopted: dict[str, tuple[int, float | None]] = {}
         self._local_lock = threading.Lock()
+        self._deliveries = None  # DeliveryLoop: notifications and OGC callbacks
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        from opendps.executors.delivery import DeliveryLoop
+
         self.recover()
+        self._deliveries = DeliveryLoop(self.services)
+        self._deliveries.start()
         if self.run_builds:
             self.services.catalog.requeue_interrupted_builds()
             self._spawn(self._build_loop, "dps-builds")
@@ -72,6 +78,8 @@ class LocalExecutor:
         """Stop claiming. Running supervisors carry on (a restart adopts them)."""
         self._stop.set()
         self.services.work_available.set()
+        if self._deliveries is not None:
+            self._deliveries.stop(timeout)
         if self._launcher is not None:  # first, so its reader thread sees EOF
             try:
                 if self._launcher.stdin:
@@ -132,6 +140,8 @@ class LocalExecutor:
                     last_check = time.monotonic()
                     self._check_adopted()
                     self.recover_stale()
+                    # Cancelled batches whose background dismissal was cut short (restart).
+                    self.services.batches.dismiss_cancelled()
             except Exception:
                 log.exception("dispatch loop error", extra={"action": "dispatch_error"})
                 time.sleep(self.settings.poll_interval)
@@ -139,7 +149,11 @@ class LocalExecutor:
     def _claim_all(self) -> None:
         while not self._stop.is_set():
             job = self.services.job_store.claim_next(
-                self.queue_slots, host=self.host, worker=self.worker
+                self.queue_slots,
+                host=self.host,
+                worker=self.worker,
+                user_caps=self.user_caps,
+                fair_share=self.settings.fair_share,
             )
             if job is None:
                 return

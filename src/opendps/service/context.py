@@ -8,7 +8,14 @@ from functools import cached_property
 from pathlib import Path
 
 from opendps.settings import Settings
-from opendps.store import AccountStore, CatalogStore, Database, JobStore
+from opendps.store import (
+    AccountStore,
+    BatchStore,
+    CatalogStore,
+    Database,
+    JobStore,
+    NotificationStore,
+)
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -38,6 +45,8 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_url or "", migrate=migrate)
         self.job_store = JobStore(self.db)
+        self.batch_store = BatchStore(self.db)
+        self.notification_store = NotificationStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
         self.secret_key = load_secret_key(settings)
@@ -61,6 +70,12 @@ class Services:
         from opendps.service.jobs import JobService
 
         return JobService(self)
+
+    @cached_property
+    def batches(self):  # type: ignore[no-untyped-def]
+        from opendps.service.batches import BatchService
+
+        return BatchService(self)
 
     @cached_property
     def secrets(self):  # type: ignore[no-untyped-def]

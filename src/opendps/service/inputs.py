@@ -33,16 +33,19 @@ def split_urls(value: Any) -> list[str]:
 
 def _number(spec: InputSpec, value: Any) -> int | float:
     if isinstance(value, bool):
-        raise InvalidInput(f"input {spec.name!r} must be a number, not a boolean")
+        raise InvalidInput(f"input {spec.name!r} must be a number, not a boolean", input=spec.name)
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise InvalidInput(
-            f"input {spec.name!r} must be a number (data_type {spec.data_type}); got {value!r}"
+            f"input {spec.name!r} must be a number (data_type {spec.data_type}); got {value!r}",
+            input=spec.name,
         ) from None
     if spec.is_integer:
         if not number.is_integer():
-            raise InvalidInput(f"input {spec.name!r} must be an integer; got {value!r}")
+            raise InvalidInput(
+                f"input {spec.name!r} must be an integer; got {value!r}", input=spec.name
+            )
         return int(number)
     if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
         return int(number)  # "3" stays 3 on the command line, not 3.0
@@ -55,7 +58,8 @@ def _file(spec: InputSpec, value: Any) -> Any:
         if not url.startswith(URL_SCHEMES) and not url.startswith("/"):
             raise InvalidInput(
                 f"input {spec.name!r} is a file input: give a URL (https, http, s3, file) "
-                f"or a list of them; got {url!r}"
+                f"or a list of them; got {url!r}",
+                input=spec.name,
             )
     return urls if isinstance(value, list | tuple) or len(urls) > 1 else value
 
@@ -63,7 +67,8 @@ def _file(spec: InputSpec, value: Any) -> Any:
 def _scalar(spec: InputSpec, value: Any) -> Any:
     if isinstance(value, dict | list) and spec.kind == "positional":
         raise InvalidInput(
-            f"input {spec.name!r} is positional (a command-line argument): give a single value"
+            f"input {spec.name!r} is positional (a command-line argument): give a single value",
+            input=spec.name,
         )
     return value
 
@@ -77,14 +82,15 @@ def normalise_inputs(spec: AlgorithmSpec, given: Mapping[str, Any] | None) -> di
         choices = ", ".join(sorted(known)) or "none"
         raise InvalidInput(
             f"unknown input(s) {', '.join(repr(u) for u in unknown)}; "
-            f"{spec.process_id} takes: {choices}"
+            f"{spec.process_id} takes: {choices}",
+            input=unknown[0],
         )
     values: dict[str, Any] = {}
     for item in spec.inputs:
         value = given.get(item.name)
         if value is None or (value == "" and item.kind == "file" and item.mandatory):
             if item.mandatory:
-                raise InvalidInput(f"missing required input {item.name!r}")
+                raise InvalidInput(f"missing required input {item.name!r}", input=item.name)
             value = item.default
         if value is None:
             values[item.name] = "" if item.kind == "positional" else None
@@ -105,7 +111,8 @@ def check_local_inputs(spec: AlgorithmSpec, values: Mapping[str, Any]) -> None:
             if url.startswith(("file://", "/")):
                 raise InvalidInput(
                     f"input {item.name!r}: local files ({url!r}) are not allowed on this "
-                    "server; give an http(s) or s3 URL"
+                    "server; give an http(s) or s3 URL",
+                    input=item.name,
                 )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchQueue, NotFound
-from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
+from opendps.models import Algorithm, BuildStatus, Job, Page, Phase, Reason
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.inputs import check_local_inputs, normalise_inputs
 from opendps.store.jobstore import JobFilters
@@ -69,15 +69,29 @@ class JobService:
             raise Forbidden(f"user {user!r} may not use queue {name!r}")
         return name
 
-    def _prepare(self, submission: Submission, owner: str) -> dict[str, Any]:
-        algorithm = self.services.algorithms.get(submission.process_id)
-        spec = self.services.algorithms.spec_of(algorithm)
+    def _prepare(
+        self, submission: Submission, owner: str, cache: dict[Any, Any] | None = None
+    ) -> dict[str, Any]:
+        # ``cache``: the algorithm and queue look-ups of one call, so a batch of 100,000
+        # rows reads its algorithm once.
+        cache = {} if cache is None else cache
+        if (found := cache.get(submission.process_id)) is None:
+            algorithm = self.services.algorithms.get(submission.process_id)
+            found = cache[submission.process_id] = (
+                algorithm,
+                self.services.algorithms.spec_of(algorithm),
+            )
+        algorithm, spec = found
         if not 0 <= int(submission.priority) <= 9:
-            raise InvalidInput(f"priority must be 0..9; got {submission.priority}")
+            raise InvalidInput(
+                f"priority must be 0..9; got {submission.priority}", column="priority"
+            )
         inputs = normalise_inputs(spec, submission.inputs)
         if not self.services.settings.local_inputs_allowed:
             check_local_inputs(spec, inputs)
-        queue = self.resolve_queue(submission.queue, spec, owner)
+        queue_key = ("queue", submission.queue, algorithm.id)
+        if (queue := cache.get(queue_key)) is None:
+            queue = cache[queue_key] = self.resolve_queue(submission.queue, spec, owner)
         tags = [str(t) for t in submission.tags if str(t)]
         record: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -100,20 +114,40 @@ class JobService:
         return self.submit_many([submission], owner=owner)[0]
 
     def submit_many(
-        self, submissions: Sequence[Submission], *, owner: str, batch: bool = False
+        self,
+        submissions: Sequence[Submission],
+        *,
+        owner: str,
+        batch: bool = False,
+        label: Callable[[int], str] | None = None,
+        max_running: int | None = None,
     ) -> list[Job]:
-        """Validate every submission first, then create all jobs in one transaction."""
+        """Validate every submission first, then create all jobs in one transaction.
+
+        An invalid one raises InvalidInput prefixed with ``label(index)`` (default
+        ``job N``), keeping the error's context (``input``, ``column``)."""
         records = []
+        cache: dict[Any, Any] = {}
         for n, submission in enumerate(submissions):
             try:
-                records.append(self._prepare(submission, owner))
-            except InvalidInput as exc:
-                if len(submissions) > 1:
-                    raise InvalidInput(f"job {n + 1}: {exc.message}") from exc
+                records.append(self._prepare(submission, owner, cache))
+            except (InvalidInput, NoSuchQueue) as exc:
+                if len(submissions) > 1 or label is not None:
+                    where = label(n) if label else f"job {n + 1}"
+                    raise type(exc)(f"{where}: {exc.message}", **exc.context) from exc
                 raise
         algorithms: dict[str, Algorithm] = {r["id"]: r.pop("_algorithm") for r in records}
         batch_id = str(uuid.uuid4()) if batch else None
-        jobs = self.store.create_jobs(records, batch_id=batch_id, batch_owner=owner)
+        process = (
+            f"{records[0]['algorithm']}:{records[0]['version']}" if batch and records else None
+        )
+        jobs = self.store.create_jobs(
+            records,
+            batch_id=batch_id,
+            batch_owner=owner,
+            batch_process=process,
+            max_running=max_running,
+        )
         for job in jobs:
             algorithm = algorithms.get(job.id)
             if algorithm and algorithm.build and algorithm.build.status == BuildStatus.FAILED:
@@ -178,38 +212,6 @@ class JobService:
                 tags=job.tags,
             ),
             owner=job.owner,
-        )
-
-    # -- batches --------------------------------------------------------------------------
-
-    def get_batch(self, batch_id: str) -> Batch:
-        return self.store.get_batch(batch_id)
-
-    def cancel_batch(self, batch_id: str) -> Batch:
-        for job_id in self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING]):
-            self.store.request_cancel(job_id)
-        return self.store.get_batch(batch_id)
-
-    def retry_batch(self, batch_id: str) -> list[Job]:
-        """Resubmit the batch's failed and dismissed jobs (as new jobs of the same batch? no:
-        as new jobs; the originals keep their history)."""
-        ids = self.store.batch_job_ids(batch_id, [JobStatus.FAILED, JobStatus.DISMISSED])
-        jobs = [self.store.get_job(i) for i in ids]
-        if not jobs:
-            return []
-        return self.submit_many(
-            [
-                Submission(
-                    process_id=j.process_id,
-                    inputs=j.inputs,
-                    queue=j.queue,
-                    priority=j.priority,
-                    tags=j.tags,
-                )
-                for j in jobs
-            ],
-            owner=jobs[0].owner,
-            batch=True,
         )
 
     # -- logs, outputs, metrics -----------------------------------------------------------

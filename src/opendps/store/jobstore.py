@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,12 @@ import sqlalchemy as sa
 
 from opendps.errors import InvalidTransition, NoSuchJob
 from opendps.models import TERMINAL, Attempt, Batch, Job, JobEvent, JobStatus, Page, Phase, Reason
+from opendps.store.claiming import choose_job
 from opendps.store.db import Database, utcnow
-from opendps.store.tables import algorithms, batches, builds, job_attempts, job_events, jobs
+from opendps.store.tables import batches, job_attempts, job_events, jobs
 
 ACTIVE = (JobStatus.ACCEPTED, JobStatus.RUNNING)
+INSERT_CHUNK = 2000  # rows per multi-row INSERT when creating jobs in bulk
 
 
 @dataclass(frozen=True)
@@ -108,48 +110,31 @@ class JobStore:
         *,
         batch_id: str | None = None,
         batch_owner: str | None = None,
+        batch_process: str | None = None,
+        max_running: int | None = None,
     ) -> list[Job]:
-        """Insert jobs (and their ``accepted`` events) in one transaction.
+        """Insert jobs (and their ``accepted`` events) in one transaction, in bulk.
 
         Each spec has: algorithm_id, algorithm, version, owner, queue, priority, tags,
         inputs, and optionally dedup_key and id. A spec whose ``dedup_key`` matches
-        a job of the same owner answers that job, flagged ``deduped``.
+        a job of the same owner (or an earlier spec of this call) answers that job,
+        flagged ``deduped``; a batch counts only the jobs it created.
         """
         now = utcnow()
-        created: list[Job] = []
         specs = list(specs)
         with self.db.write() as conn:
             # Two submits of one dedup key must not both insert (PostgreSQL; see Database.lock).
-            self.db.lock(
-                conn,
-                "dedup",
-                *{f"{s['owner']}\0{s['dedup_key']}" for s in specs if s.get("dedup_key")},
-            )
-            rows = []
-            if batch_id is not None:
-                conn.execute(
-                    batches.insert().values(
-                        id=batch_id, owner=batch_owner or "anonymous", total=len(specs), created=now
-                    )
-                )
+            keys = {(s["owner"], s["dedup_key"]) for s in specs if s.get("dedup_key")}
+            self.db.lock(conn, "dedup", *{f"{o}\0{k}" for o, k in keys})
+            existing = self._dedup_matches(conn, keys)
+            rows: list[dict[str, Any]] = []
+            answer: list[dict[str, Any] | Job] = []  # new rows, or deduplicated jobs
             for spec in specs:
-                if spec.get("dedup_key"):
-                    existing = (
-                        conn.execute(
-                            sa.select(jobs)
-                            .where(
-                                jobs.c.owner == spec["owner"], jobs.c.dedup_key == spec["dedup_key"]
-                            )
-                            .order_by(jobs.c.seq.desc())
-                            .limit(1)
-                        )
-                        .mappings()
-                        .first()
-                    )
-                    if existing is not None and existing["status"] != JobStatus.FAILED:
-                        job = _job_from_row(existing)
-                        created.append(Job(**{**job.__dict__, "deduped": True}))
-                        continue
+                key = (spec["owner"], spec.get("dedup_key"))
+                if key[1] and key in existing:
+                    match = existing[key]
+                    answer.append(replace(match, deduped=True) if isinstance(match, Job) else match)
+                    continue
                 tags = list(spec.get("tags") or [])
                 row = {
                     "id": spec.get("id") or str(uuid.uuid4()),
@@ -170,11 +155,28 @@ class JobStore:
                     "created": now,
                     "updated": now,
                 }
-                result = conn.execute(jobs.insert().values(**row))
-                row["seq"] = result.inserted_primary_key[0]
                 rows.append(row)
-                created.append(_job_from_row(_with_defaults(row)))
-            if rows:
+                answer.append(row)
+                if key[1]:
+                    existing[key] = {"_same_as": row}
+            if batch_id is not None:
+                conn.execute(
+                    batches.insert().values(
+                        id=batch_id,
+                        owner=batch_owner or "anonymous",
+                        total=len(rows),
+                        created=now,
+                        process=batch_process,
+                        max_running=max_running,
+                    )
+                )
+            for chunk in _chunks(rows, INSERT_CHUNK):
+                # One multi-row INSERT ... RETURNING per chunk (SQLAlchemy's insertmanyvalues).
+                result = conn.execute(
+                    jobs.insert().returning(jobs.c.seq, sort_by_parameter_order=True), chunk
+                )
+                for row, seq in zip(chunk, result.scalars(), strict=True):
+                    row["seq"] = seq
                 conn.execute(
                     job_events.insert(),
                     [
@@ -185,10 +187,41 @@ class JobStore:
                             "reason": None,
                             "message": "submitted",
                         }
-                        for r in rows
+                        for r in chunk
                     ],
                 )
+        created: list[Job] = []
+        for item in answer:
+            if isinstance(item, Job):
+                created.append(item)
+            elif "_same_as" in item:  # a repeat of an earlier row of this very call
+                created.append(
+                    replace(_job_from_row(_with_defaults(item["_same_as"])), deduped=True)
+                )
+            else:
+                created.append(_job_from_row(_with_defaults(item)))
         return created
+
+    def _dedup_matches(
+        self, conn: sa.Connection, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], Any]:
+        """The newest job per (owner, dedup_key) that did not fail: what a repeat answers."""
+        found: dict[tuple[str, str], Any] = {}
+        by_owner: dict[str, list[str]] = {}
+        for owner, key in keys:
+            by_owner.setdefault(owner, []).append(key)
+        for owner, owner_keys in by_owner.items():
+            for chunk in _chunks(owner_keys, 500):
+                rows = conn.execute(
+                    sa.select(jobs)
+                    .where(jobs.c.owner == owner, jobs.c.dedup_key.in_(chunk))
+                    .order_by(jobs.c.seq)
+                ).mappings()
+                for row in rows:  # ascending: the newest ends up in the dict
+                    found[(owner, row["dedup_key"])] = row
+        return {
+            k: _job_from_row(r) for k, r in found.items() if r["status"] != JobStatus.FAILED.value
+        }
 
     # -- reading --------------------------------------------------------------------------
 
@@ -313,13 +346,23 @@ class JobStore:
 
     # -- claiming and transitions ---------------------------------------------------------
 
-    def claim_next(self, free_slots: Mapping[str, int], *, host: str, worker: str) -> Job | None:
+    def claim_next(
+        self,
+        free_slots: Mapping[str, int],
+        *,
+        host: str,
+        worker: str,
+        user_caps: Mapping[str, int | None] | None = None,
+        fair_share: bool = True,
+    ) -> Job | None:
         """Move the next runnable job of the given queues to ``running``.
 
         ``free_slots`` maps queue name -> the queue's slot limit. A queue is served only
-        while fewer than that many of its jobs run (over all workers). Among the
-        candidates, priority 9 comes first, then submit order. Only jobs whose build is
-        ready are candidates.
+        while fewer than that many of its jobs run (over all workers). Which job gets the
+        slot is ``store.claiming.choose_job``: with ``fair_share``, the waiting user with
+        the fewest running jobs in the queue, then priority 9 first, then submit order;
+        ``user_caps`` (queue -> max_running_per_user) and batches' ``max_running`` pass
+        over users and batches at their cap. Only jobs whose build is ready are candidates.
 
         Two workers never take the same job nor overfill a queue: on SQLite the claim
         holds the database write lock (BEGIN IMMEDIATE); on PostgreSQL it holds an
@@ -343,28 +386,16 @@ class JobStore:
             open_queues = [q for q, slots in free_slots.items() if running.get(q, 0) < slots]
             if not open_queues:
                 return None
-            query = (
-                sa.select(jobs.c.id, jobs.c.attempts)
-                .select_from(
-                    jobs.join(algorithms, algorithms.c.id == jobs.c.algorithm_id).join(
-                        builds, builds.c.id == algorithms.c.build_id
-                    )
-                )
-                .where(
-                    jobs.c.status == JobStatus.ACCEPTED.value,
-                    jobs.c.queue.in_(open_queues),
-                    jobs.c.cancel_requested.is_(False),
-                    builds.c.status == "ready",
-                )
-                .order_by(jobs.c.priority.desc(), jobs.c.seq)
-                .limit(1)
+            candidate = choose_job(
+                conn,
+                open_queues,
+                user_caps=user_caps or {},
+                fair=fair_share,
+                lock_rows=not self.db.is_sqlite,
             )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(of=jobs, skip_locked=True)
-            candidate = conn.execute(query).first()
             if candidate is None:
                 return None
-            job_id, attempts = candidate
+            job_id, attempts = candidate.job_id, candidate.attempts
             changed = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == JobStatus.ACCEPTED.value)
@@ -409,7 +440,7 @@ class JobStore:
     ) -> Job:
         """Compare-and-set ``status``; raises InvalidTransition if the job is elsewhere."""
         now = utcnow()
-        values: dict[str, Any] = {"status": to.value, "updated": now, **fields}
+        values: dict[str, Any] = {"status": to.value, "updated": now, **_with_peak(fields)}
         if reason is not None or to.terminal:
             values["reason"] = reason.value if reason else None
         if phase is not None or to.terminal:
@@ -460,7 +491,7 @@ class JobStore:
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Non-state fields: work_dir, metrics, progress, output_url, results, warnings."""
-        fields["updated"] = utcnow()
+        fields = {**_with_peak(fields), "updated": utcnow()}
         with self.db.write() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
 
@@ -651,6 +682,8 @@ class JobStore:
             created=row["created"],
             counts={s.value: counts.get(s.value, 0) for s in JobStatus},
             total=row["total"],
+            process=row["process"],
+            max_running=row["max_running"],
         )
 
     def batch_job_ids(self, batch_id: str, statuses: Iterable[JobStatus]) -> list[str]:
@@ -685,6 +718,20 @@ def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
         )
     )
     return {**defaults, **row}
+
+
+def _with_peak(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy metrics' peak memory into its column (batch statistics read the column)."""
+    fields = dict(fields)
+    metrics = fields.get("metrics")
+    if isinstance(metrics, Mapping) and isinstance(metrics.get("peak_memory_bytes"), int):
+        fields["peak_memory"] = metrics["peak_memory_bytes"]
+    return fields
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def is_terminal(status: str) -> bool:

@@ -50,6 +50,7 @@ from opendps.api.ogc.results import (
 from opendps.errors import NoSuchProcess, ResultNotReady
 from opendps.models import Job, JobStatus
 from opendps.service.jobs import Submission
+from opendps.service.notifications import parse_notify
 
 router = APIRouter(tags=["processes"])
 REQUEST_EVENT = "execute request: "
@@ -140,6 +141,7 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
     inputs = check_inputs(description["inputs"], body.raw_inputs, plain=not algorithm.builtin)
     modes = requested_outputs(description["outputs"], body.outputs)
     subscriber = check_subscriber(body.subscriber)
+    notify = parse_notify(body.notify, services.settings)
     max_wait = getattr(request.app.state, "ogc_sync_wait", DEFAULT_SYNC_WAIT)
     negotiated = negotiate(description["jobControlOptions"], prefer_tokens(request), max_wait)
     submission = Submission(
@@ -158,8 +160,23 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
             "subscriber": subscriber or None,
         }
         await run_in_threadpool(record_request, services, job.id, record)
-        if subscriber:
-            request.app.state.ogc_notifier.watch(job.id, subscriber, base, user)
+        if notify is not None:
+            await run_in_threadpool(
+                lambda: services.notification_store.subscribe(
+                    user,
+                    base_url=base,
+                    job_ids=[job.id],
+                    email=notify.email,
+                    webhook=notify.webhook,
+                    events=notify.on,
+                )
+            )
+        if subscriber:  # sent by the executor side's delivery loop (executors/delivery.py)
+            await run_in_threadpool(
+                lambda: services.notification_store.subscribe(
+                    user, base_url=base, job_ids=[job.id], events=[], ogc_uris=subscriber
+                )
+            )
     if negotiated.synchronous:
         job = await wait_for_job(services, job.id, negotiated.wait)
         if job.status.terminal:
