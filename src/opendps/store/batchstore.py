@@ -3,6 +3,7 @@ and its statistics, each in one statement over the batch's indexes (never job by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -247,7 +248,7 @@ def _percentiles(
     if not n:
         return result
     for point in points:
-        rank = min(n - 1, max(0, round(point * (n - 1))))
+        rank = min(n - 1, max(0, math.ceil(point * n) - 1))  # nearest rank, 0-based
         # Walk from the nearer end of the index.
         if rank <= n // 2:
             query = sa.select(column).where(*where).order_by(column).offset(rank).limit(1)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -74,6 +76,28 @@ class Database:
         for key in sorted({_lock_key(namespace, name) for name in names}):
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
+    def insert_many(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT many rows of the same keys with the driver's ``executemany``, values
+        converted here (JSON text, naive UTC timestamps) instead of by SQLAlchemy's per-row
+        compile and bind processing, which costs more than the insert itself at 100,000
+        rows."""
+        if not rows:
+            return
+        names = list(rows[0])
+        columns = [table.c[n] for n in names]
+        convert = [_bind_converter(c) for c in columns]
+        quote = conn.dialect.identifier_preparer.quote
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join([marker] * len(names))})"
+        )
+        params = [
+            tuple(f(row[n]) if f else row[n] for n, f in zip(names, convert, strict=True))
+            for row in rows
+        ]
+        conn.exec_driver_sql(sql, params)
+
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as conn:
@@ -114,6 +138,23 @@ def alembic_config(url: str, connection: sa.Connection | None = None):  # type: 
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def _bind_converter(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy's bind processing would do for our column types, for insert_many."""
+    if isinstance(column.type, sa.JSON):
+        return lambda v: None if v is None else json.dumps(v)
+    if isinstance(column.type, sa.types.TypeDecorator):  # UTCDateTime
+        bind = column.type.process_bind_param
+        last: list[Any] = [object(), None]  # the rows of one insert share their timestamps
+
+        def convert(value: Any) -> Any:
+            if value is not last[0]:
+                last[:] = [value, bind(value, None)]  # type: ignore[arg-type]
+            return last[1]
+
+        return convert
+    return None
 
 
 def _lock_key(namespace: str, name: str) -> int:

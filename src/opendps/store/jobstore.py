@@ -24,6 +24,7 @@ from opendps.store.db import Database, utcnow
 from opendps.store.tables import batches, job_attempts, job_events, jobs
 
 ACTIVE = (JobStatus.ACCEPTED, JobStatus.RUNNING)
+ACCEPTED = JobStatus.ACCEPTED.value
 INSERT_CHUNK = 2000  # rows per multi-row INSERT when creating jobs in bulk
 
 
@@ -79,6 +80,37 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         metrics=dict(row["metrics"] or {}),
         results=dict(row["results"] or {}),
         warnings=list(row["warnings"] or []),
+    )
+
+
+def _new_job(row: Mapping[str, Any], seqs: Mapping[str, int]) -> Job:
+    """The Job of a row create_jobs just inserted (no enum parsing, no read back)."""
+    return Job(
+        id=row["id"],
+        seq=seqs[row["id"]],
+        algorithm_id=row["algorithm_id"],
+        algorithm=row["algorithm"],
+        version=row["version"],
+        owner=row["owner"],
+        queue=row["queue"],
+        priority=row["priority"],
+        tags=row["tags"],
+        inputs=row["inputs"],
+        status=JobStatus.ACCEPTED,
+        reason=None,
+        phase=None,
+        message=None,
+        batch_id=row["batch_id"],
+        attempts=0,
+        cancel_requested=False,
+        created=row["created"],
+        started=None,
+        finished=None,
+        updated=row["updated"],
+        work_dir=None,
+        output_url=None,
+        exit_code=None,
+        progress=None,
     )
 
 
@@ -147,7 +179,7 @@ class JobStore:
                     "tags": tags,
                     "tag": tags[0] if tags else "",
                     "inputs": dict(spec.get("inputs") or {}),
-                    "status": JobStatus.ACCEPTED.value,
+                    "status": ACCEPTED,
                     "batch_id": batch_id,
                     "attempts": 0,
                     "cancel_requested": False,
@@ -171,36 +203,48 @@ class JobStore:
                     )
                 )
             for chunk in _chunks(rows, INSERT_CHUNK):
-                # One multi-row INSERT ... RETURNING per chunk (SQLAlchemy's insertmanyvalues).
-                result = conn.execute(
-                    jobs.insert().returning(jobs.c.seq, sort_by_parameter_order=True), chunk
-                )
-                for row, seq in zip(chunk, result.scalars(), strict=True):
-                    row["seq"] = seq
-                conn.execute(
-                    job_events.insert(),
+                # executemany (RETURNING would go row by row on SQLite); seqs are read after.
+                self.db.insert_many(conn, jobs, chunk)
+                self.db.insert_many(
+                    conn,
+                    job_events,
                     [
                         {
                             "job_id": r["id"],
                             "at": now,
-                            "status": JobStatus.ACCEPTED.value,
+                            "status": ACCEPTED,
                             "reason": None,
                             "message": "submitted",
                         }
                         for r in chunk
                     ],
                 )
+            seqs = self._seqs_of(conn, rows, batch_id)
         created: list[Job] = []
         for item in answer:
             if isinstance(item, Job):
                 created.append(item)
             elif "_same_as" in item:  # a repeat of an earlier row of this very call
-                created.append(
-                    replace(_job_from_row(_with_defaults(item["_same_as"])), deduped=True)
-                )
+                created.append(replace(_new_job(item["_same_as"], seqs), deduped=True))
             else:
-                created.append(_job_from_row(_with_defaults(item)))
+                created.append(_new_job(item, seqs))
         return created
+
+    def _seqs_of(
+        self, conn: sa.Connection, rows: list[dict[str, Any]], batch_id: str | None
+    ) -> dict[str, int]:
+        """The seq the database gave each new row: by the batch index for a batch, else
+        by id (a handful of rows)."""
+        if not rows:
+            return {}
+        if batch_id is not None:
+            query = sa.select(jobs.c.id, jobs.c.seq).where(jobs.c.batch_id == batch_id)
+            return dict(conn.execute(query).tuples().all())
+        found: dict[str, int] = {}
+        for chunk in _chunks([r["id"] for r in rows], 500):
+            query = sa.select(jobs.c.id, jobs.c.seq).where(jobs.c.id.in_(chunk))
+            found.update(conn.execute(query).tuples().all())
+        return found
 
     def _dedup_matches(
         self, conn: sa.Connection, keys: set[tuple[str, str]]
