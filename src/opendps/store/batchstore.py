@@ -156,25 +156,31 @@ class BatchStore:
     def stats(self, batch_id: str, now: datetime | None = None) -> dict[str, Any]:
         """DESIGN §14 ``stats``: rate_per_hour (finishing rate over the last 10 minutes, or
         over the batch's last 10 minutes once it ended), eta_seconds, by_reason,
-        run_seconds {p50, p95, max}, peak_memory_bytes {p50, max}. Index reads only."""
+        run_seconds {p50, p95, max}, peak_memory_bytes {p50, max}.
+
+        Index range reads only, and none over the whole batch: the unfinished jobs, the
+        failed ones, the recent finishes, and half of each percentile index at most."""
         now = now or utcnow()
         with self.db.read() as conn:
-            created = conn.execute(
-                sa.select(batches.c.created).where(batches.c.id == batch_id)
-            ).scalar()
-            if created is None:
+            batch = conn.execute(
+                sa.select(batches.c.created, batches.c.total).where(batches.c.id == batch_id)
+            ).first()
+            if batch is None:
                 raise NoSuchJob(f"no batch with id {batch_id!r}")
-            counts: dict[str, int] = {}
+            created, total = batch
+            remaining = conn.execute(
+                sa.select(sa.func.count()).where(
+                    jobs.c.batch_id == batch_id, jobs.c.status.in_(ACTIVE)
+                )
+            ).scalar_one()
             by_reason: dict[str, int] = {}
-            for status, reason, n in conn.execute(
-                sa.select(jobs.c.status, jobs.c.reason, sa.func.count())
-                .where(jobs.c.batch_id == batch_id)
-                .group_by(jobs.c.status, jobs.c.reason)
+            for reason, n in conn.execute(
+                sa.select(jobs.c.reason, sa.func.count())
+                .where(jobs.c.batch_id == batch_id, jobs.c.status.in_(ENDED_BADLY))
+                .group_by(jobs.c.reason)
             ):
-                counts[status] = counts.get(status, 0) + n
-                if status in ENDED_BADLY and reason:
+                if reason:
                     by_reason[reason] = by_reason.get(reason, 0) + n
-            remaining = sum(counts.get(s, 0) for s in ACTIVE)
             end = now
             if not remaining:
                 end = (
@@ -192,8 +198,10 @@ class BatchStore:
             span = max((end - start).total_seconds(), 1.0)
             rate = finished / span * 3600.0
             eta = 0.0 if not remaining else (remaining / rate * 3600.0 if rate else None)
-            run = _percentiles(conn, batch_id, jobs.c.duration, (0.5, 0.95))
-            memory = _percentiles(conn, batch_id, jobs.c.peak_memory, (0.5,))
+            # Unfinished jobs have no run time or memory yet: count whichever part is smaller.
+            mostly_null = remaining * 2 >= total
+            run = _percentiles(conn, batch_id, jobs.c.duration, (0.5, 0.95), total, mostly_null)
+            memory = _percentiles(conn, batch_id, jobs.c.peak_memory, (0.5,), total, mostly_null)
         return {
             "rate_per_hour": round(rate, 1),
             "eta_seconds": None if eta is None else round(eta, 1),
@@ -238,18 +246,30 @@ class BatchStore:
 
 
 def _percentiles(
-    conn: sa.Connection, batch_id: str, column: sa.Column[Any], points: Sequence[float]
+    conn: sa.Connection,
+    batch_id: str,
+    column: sa.Column[Any],
+    points: Sequence[float],
+    total: int,
+    mostly_null: bool,
 ) -> dict[Any, Any]:
-    """Nearest-rank percentiles and the max of ``column`` over the batch, each one index
-    probe (``ORDER BY column LIMIT 1 OFFSET k`` on (batch_id, column))."""
+    """Nearest-rank percentiles and the max of ``column`` over the batch, each one probe of
+    the (batch_id, column) index: ``ORDER BY column LIMIT 1 OFFSET k`` from its nearer end.
+    How many values there are is counted on the smaller side of the index (the values, or
+    the NULLs and ``total`` minus them)."""
     where = [jobs.c.batch_id == batch_id, column.is_not(None)]
-    n = conn.execute(sa.select(sa.func.count(column)).where(*where)).scalar_one()
+    if mostly_null:
+        n = conn.execute(sa.select(sa.func.count(column)).where(*where)).scalar_one()
+    else:
+        nulls = conn.execute(
+            sa.select(sa.func.count()).where(jobs.c.batch_id == batch_id, column.is_(None))
+        ).scalar_one()
+        n = total - nulls
     result: dict[Any, Any] = dict.fromkeys([*points, "max"])
-    if not n:
+    if n <= 0:
         return result
     for point in points:
         rank = min(n - 1, max(0, math.ceil(point * n) - 1))  # nearest rank, 0-based
-        # Walk from the nearer end of the index.
         if rank <= n // 2:
             query = sa.select(column).where(*where).order_by(column).offset(rank).limit(1)
         else:
