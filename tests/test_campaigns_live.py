@@ -13,6 +13,7 @@ import pytest
 from opendps.models import JobStatus
 from tests.support.dps import algorithm_yaml, wait_until
 from tests.support.live_server import LiveServer
+from tests.support.s3_server import S3Server
 from tests.test_cli import as_json, dps
 from tests.test_client import registered
 
@@ -147,3 +148,32 @@ def test_cli_glob_submit_wait_and_report(
         assert campaign_server.client.metrics(job_id)["localize"]["files"] == 1  # its granule
     missing = dps(campaign_server, "batch", "submit", process_id, "--input-glob", "/nowhere/*.x")
     assert missing.exit_code == 2 and "--input-name" in missing.stderr
+
+
+@pytest.mark.s3
+def test_an_s3_glob_makes_one_job_per_matching_object(
+    campaign_server: LiveServer,
+    make_algorithm_repo: Callable[..., Path],
+    tmp_path: Path,
+    s3_server: S3Server,
+) -> None:
+    import uuid
+
+    from opendps.client import expand_glob
+
+    prefix = f"glob-{uuid.uuid4().hex[:8]}"
+    fs = s3_server.filesystem()
+    for name in ("granules/a.tif", "granules/b.tif", "granules/sub/c.tif", "granules/x.txt"):
+        fs.pipe(f"{s3_server.bucket}/{prefix}/{name}", b"data")
+    pattern = s3_server.url(f"{prefix}/granules/*.tif")
+    options = s3_server.storage_options()
+    assert expand_glob(pattern, options) == [
+        s3_server.url(f"{prefix}/granules/a.tif"),
+        s3_server.url(f"{prefix}/granules/b.tif"),
+    ]
+    process_id = trivial(campaign_server, make_algorithm_repo, tmp_path)
+    batch = campaign_server.client.submit_glob(
+        process_id, pattern, "granule", inputs={"n": "1"}, storage_options=options
+    )
+    assert batch["total"] == 2 and len(batch["jobIDs"]) == 2
+    campaign_server.client.cancel_batch(batch["batchID"])
