@@ -158,16 +158,15 @@ class BatchStore:
         over the batch's last 10 minutes once it ended), eta_seconds, by_reason,
         run_seconds {p50, p95, max}, peak_memory_bytes {p50, max}.
 
-        Index range reads only, and none over the whole batch: the unfinished jobs, the
-        failed ones, the recent finishes, and half of each percentile index at most."""
+        Index range reads only, none over the whole batch: its unfinished jobs, its failed
+        ones, its recent finishes, and each (partial) percentile index of its ended jobs."""
         now = now or utcnow()
         with self.db.read() as conn:
-            batch = conn.execute(
-                sa.select(batches.c.created, batches.c.total).where(batches.c.id == batch_id)
-            ).first()
-            if batch is None:
+            created = conn.execute(
+                sa.select(batches.c.created).where(batches.c.id == batch_id)
+            ).scalar()
+            if created is None:
                 raise NoSuchJob(f"no batch with id {batch_id!r}")
-            created, total = batch
             remaining = conn.execute(
                 sa.select(sa.func.count()).where(
                     jobs.c.batch_id == batch_id, jobs.c.status.in_(ACTIVE)
@@ -185,23 +184,26 @@ class BatchStore:
             if not remaining:
                 end = (
                     conn.execute(
-                        sa.select(sa.func.max(jobs.c.finished)).where(jobs.c.batch_id == batch_id)
+                        sa.select(sa.func.max(jobs.c.finished)).where(
+                            jobs.c.batch_id == batch_id, jobs.c.finished.is_not(None)
+                        )
                     ).scalar()
                     or now
                 )
             start = max(end - timedelta(seconds=RATE_WINDOW), created)
             finished = conn.execute(
                 sa.select(sa.func.count()).where(
-                    jobs.c.batch_id == batch_id, jobs.c.finished >= start, jobs.c.finished <= end
+                    jobs.c.batch_id == batch_id,
+                    jobs.c.finished.is_not(None),
+                    jobs.c.finished >= start,
+                    jobs.c.finished <= end,
                 )
             ).scalar_one()
             span = max((end - start).total_seconds(), 1.0)
             rate = finished / span * 3600.0
             eta = 0.0 if not remaining else (remaining / rate * 3600.0 if rate else None)
-            # Unfinished jobs have no run time or memory yet: count whichever part is smaller.
-            mostly_null = remaining * 2 >= total
-            run = _percentiles(conn, batch_id, jobs.c.duration, (0.5, 0.95), total, mostly_null)
-            memory = _percentiles(conn, batch_id, jobs.c.peak_memory, (0.5,), total, mostly_null)
+            run = _percentiles(conn, batch_id, jobs.c.duration, (0.5, 0.95))
+            memory = _percentiles(conn, batch_id, jobs.c.peak_memory, (0.5,))
         return {
             "rate_per_hour": round(rate, 1),
             "eta_seconds": None if eta is None else round(eta, 1),
@@ -250,21 +252,12 @@ def _percentiles(
     batch_id: str,
     column: sa.Column[Any],
     points: Sequence[float],
-    total: int,
-    mostly_null: bool,
 ) -> dict[Any, Any]:
     """Nearest-rank percentiles and the max of ``column`` over the batch, each one probe of
-    the (batch_id, column) index: ``ORDER BY column LIMIT 1 OFFSET k`` from its nearer end.
-    How many values there are is counted on the smaller side of the index (the values, or
-    the NULLs and ``total`` minus them)."""
-    where = [jobs.c.batch_id == batch_id, column.is_not(None)]
-    if mostly_null:
-        n = conn.execute(sa.select(sa.func.count(column)).where(*where)).scalar_one()
-    else:
-        nulls = conn.execute(
-            sa.select(sa.func.count()).where(jobs.c.batch_id == batch_id, column.is_(None))
-        ).scalar_one()
-        n = total - nulls
+    partial (batch_id, column) index, which holds ended jobs only: ``ORDER BY column LIMIT 1
+    OFFSET k`` from its nearer end."""
+    where = [jobs.c.batch_id == batch_id, column.is_not(None)]  # the partial index's rows
+    n = conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
     result: dict[Any, Any] = dict.fromkeys([*points, "max"])
     if n <= 0:
         return result

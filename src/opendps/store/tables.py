@@ -140,11 +140,21 @@ sa.Index("ix_jobs_algorithm_seq", jobs.c.algorithm, jobs.c.version, jobs.c.seq)
 sa.Index("ix_jobs_algorithm_id_status", jobs.c.algorithm_id, jobs.c.status)
 sa.Index("ix_jobs_tag_seq", jobs.c.tag, jobs.c.seq)
 sa.Index("ix_jobs_batch_seq", jobs.c.batch_id, jobs.c.seq)
-# Batch counts, by_reason and statistics (GET /batches/{id}) read only these indexes.
+# Batch counts, by_reason and statistics (GET /batches/{id}) read only these indexes. The
+# last three are partial (only ended jobs have the value), so inserting a batch skips them.
 sa.Index("ix_jobs_batch_status", jobs.c.batch_id, jobs.c.status, jobs.c.reason)
-sa.Index("ix_jobs_batch_finished", jobs.c.batch_id, jobs.c.finished)
-sa.Index("ix_jobs_batch_duration", jobs.c.batch_id, jobs.c.duration)
-sa.Index("ix_jobs_batch_memory", jobs.c.batch_id, jobs.c.peak_memory)
+for _name, _column in (
+    ("ix_jobs_batch_finished", jobs.c.finished),
+    ("ix_jobs_batch_duration", jobs.c.duration),
+    ("ix_jobs_batch_memory", jobs.c.peak_memory),
+):
+    sa.Index(
+        _name,
+        jobs.c.batch_id,
+        _column,
+        sqlite_where=_column.is_not(None),
+        postgresql_where=_column.is_not(None),
+    )
 # Fair share: the waiting users of a queue (skip-scan) and each one's next job.
 sa.Index("ix_jobs_fair", jobs.c.queue, jobs.c.status, jobs.c.owner, jobs.c.priority, jobs.c.seq)
 sa.Index("ix_jobs_created", jobs.c.created)

@@ -69,9 +69,27 @@ def upgrade() -> None:
 
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("peak_memory", sa.BigInteger(), nullable=True))
-        batch_op.create_index("ix_jobs_batch_duration", ["batch_id", "duration"], unique=False)
-        batch_op.create_index("ix_jobs_batch_finished", ["batch_id", "finished"], unique=False)
-        batch_op.create_index("ix_jobs_batch_memory", ["batch_id", "peak_memory"], unique=False)
+        batch_op.create_index(
+            "ix_jobs_batch_duration",
+            ["batch_id", "duration"],
+            unique=False,
+            sqlite_where=sa.text("duration IS NOT NULL"),
+            postgresql_where=sa.text("duration IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "ix_jobs_batch_finished",
+            ["batch_id", "finished"],
+            unique=False,
+            sqlite_where=sa.text("finished IS NOT NULL"),
+            postgresql_where=sa.text("finished IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "ix_jobs_batch_memory",
+            ["batch_id", "peak_memory"],
+            unique=False,
+            sqlite_where=sa.text("peak_memory IS NOT NULL"),
+            postgresql_where=sa.text("peak_memory IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_jobs_batch_status", ["batch_id", "status", "reason"], unique=False
         )
