@@ -106,7 +106,7 @@ def rows_from_csv(text: str, shared: Shared) -> BatchRows:
     try:
         for cells in reader:
             start, line = line + 1, reader.line_num
-            if not any(c.strip() for c in cells):
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # blank lines are not rows
             label = f"row {len(submissions) + 1} (line {start})"
             if len(cells) > len(header):

@@ -82,8 +82,8 @@ class BatchService:
             return where[index] if where else f"job {index + 1}"
 
         try:
-            jobs = self.services.jobs.submit_many(
-                submissions, owner=user, batch=True, label=label, max_running=max_running
+            batch_id, created = self.services.jobs.submit_batch(
+                submissions, owner=user, label=label, max_running=max_running
             )
         except (InvalidInput, NoSuchQueue) as exc:
             column = exc.context.get("column") or exc.context.get("input")
@@ -94,9 +94,6 @@ class BatchService:
                     exc.message.replace(": ", f", column {column!r}: ", 1), **exc.context
                 ) from exc
             raise
-        batch_id = next(j.batch_id for j in jobs if not j.deduped) if jobs else None
-        if batch_id is None:  # every row was deduplicated: the batch holds no job
-            batch_id = self._empty_batch(user)
         if notify is not None:
             self.services.notification_store.subscribe(
                 user,
@@ -108,16 +105,9 @@ class BatchService:
             )
         return Submitted(
             batch=self.jobs.get_batch(batch_id),
-            job_ids=[j.id for j in jobs],
-            deduped=sum(1 for j in jobs if j.deduped),
+            job_ids=[job_id for job_id, _ in created],
+            deduped=sum(1 for _, deduped in created if deduped),
         )
-
-    def _empty_batch(self, user: str) -> str:
-        import uuid
-
-        batch_id = str(uuid.uuid4())
-        self.jobs.create_jobs([], batch_id=batch_id, batch_owner=user)
-        return batch_id
 
     # -- looking --------------------------------------------------------------------------
 

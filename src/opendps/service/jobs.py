@@ -118,14 +118,44 @@ class JobService:
         submissions: Sequence[Submission],
         *,
         owner: str,
-        batch: bool = False,
         label: Callable[[int], str] | None = None,
-        max_running: int | None = None,
     ) -> list[Job]:
         """Validate every submission first, then create all jobs in one transaction.
 
         An invalid one raises InvalidInput prefixed with ``label(index)`` (default
         ``job N``), keeping the error's context (``input``, ``column``)."""
+        records, algorithms = self.prepare_many(submissions, owner, label)
+        jobs = self.store.create_jobs(records)
+        if self._fail_if_build_failed(algorithms):
+            return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
+        return jobs
+
+    def submit_batch(
+        self,
+        submissions: Sequence[Submission],
+        *,
+        owner: str,
+        label: Callable[[int], str] | None = None,
+        max_running: int | None = None,
+    ) -> tuple[str, list[tuple[str, bool]]]:
+        """Like submit_many, as a new batch: answers its id and, per submission, the job
+        id and whether it was deduplicated (no Job records: a batch may hold 100,000)."""
+        records, algorithms = self.prepare_many(submissions, owner, label)
+        batch_id = str(uuid.uuid4())
+        process = f"{records[0]['algorithm']}:{records[0]['version']}" if records else None
+        created = self.store.create_batch_jobs(
+            records, batch_id=batch_id, owner=owner, process=process, max_running=max_running
+        )
+        self._fail_if_build_failed(algorithms)
+        return batch_id, created
+
+    def prepare_many(
+        self,
+        submissions: Sequence[Submission],
+        owner: str,
+        label: Callable[[int], str] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[int, Algorithm]]:
+        """The store records of valid submissions, and their algorithms by id."""
         records = []
         cache: dict[Any, Any] = {}
         for n, submission in enumerate(submissions):
@@ -136,21 +166,22 @@ class JobService:
                     where = label(n) if label else f"job {n + 1}"
                     raise type(exc)(f"{where}: {exc.message}", **exc.context) from exc
                 raise
-        algorithms: dict[str, Algorithm] = {r["id"]: r.pop("_algorithm") for r in records}
-        batch_id = str(uuid.uuid4()) if batch else None
-        process = (
-            f"{records[0]['algorithm']}:{records[0]['version']}" if batch and records else None
-        )
-        jobs = self.store.create_jobs(
-            records,
-            batch_id=batch_id,
-            batch_owner=owner,
-            batch_process=process,
-            max_running=max_running,
-        )
-        for job in jobs:
-            algorithm = algorithms.get(job.id)
-            if algorithm and algorithm.build and algorithm.build.status == BuildStatus.FAILED:
+        # Ids in ascending order along the batch: the id indexes (jobs, events) then grow at
+        # one place instead of at random ones, which makes a 100,000-row insert much faster.
+        for record, job_id in zip(records, sorted(r["id"] for r in records), strict=True):
+            record["id"] = job_id
+        algorithms: dict[int, Algorithm] = {}
+        for record in records:
+            algorithm = record.pop("_algorithm")
+            algorithms[algorithm.id] = algorithm
+        return records, algorithms
+
+    def _fail_if_build_failed(self, algorithms: Mapping[int, Algorithm]) -> bool:
+        """Jobs submitted to an algorithm whose build failed fail at once (build_error)."""
+        failed = False
+        for algorithm in algorithms.values():
+            if algorithm.build and algorithm.build.status == BuildStatus.FAILED:
+                failed = True
                 self.store.fail_waiting_jobs(
                     algorithm.id,
                     Reason.BUILD_ERROR,
@@ -158,9 +189,7 @@ class JobService:
                     f"the build of {algorithm.process_id} failed: {algorithm.build.message}",
                 )
         self.services.work_available.set()
-        if any(a.build and a.build.status == BuildStatus.FAILED for a in algorithms.values()):
-            return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
-        return jobs
+        return failed
 
     # -- reading --------------------------------------------------------------------------
 

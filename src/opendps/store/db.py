@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -84,18 +85,24 @@ class Database:
         if not rows:
             return
         names = list(rows[0])
-        columns = [table.c[n] for n in names]
-        convert = [_bind_converter(c) for c in columns]
+        converters = [
+            (i, f)
+            for i, name in enumerate(names)
+            if (f := _bind_converter(table.c[name], conn.dialect)) is not None
+        ]
         quote = conn.dialect.identifier_preparer.quote
         marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         sql = (
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
             f"VALUES ({', '.join([marker] * len(names))})"
         )
-        params = [
-            tuple(f(row[n]) if f else row[n] for n, f in zip(names, convert, strict=True))
-            for row in rows
-        ]
+        values_of = operator.itemgetter(*names)
+        params = []
+        for row in rows:
+            values = list(values_of(row))
+            for i, convert in converters:
+                values[i] = convert(values[i])
+            params.append(tuple(values))
         conn.exec_driver_sql(sql, params)
 
     @contextlib.contextmanager
@@ -140,17 +147,21 @@ def alembic_config(url: str, connection: sa.Connection | None = None):  # type: 
     return config
 
 
-def _bind_converter(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
-    """What SQLAlchemy's bind processing would do for our column types, for insert_many."""
+def _bind_converter(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy's bind processing does for our column types, for insert_many:
+    JSON as text, UTCDateTime as naive UTC in the dialect's own format (on SQLite the exact
+    string SQLAlchemy writes, so comparisons with its binds stay right)."""
     if isinstance(column.type, sa.JSON):
         return lambda v: None if v is None else json.dumps(v)
     if isinstance(column.type, sa.types.TypeDecorator):  # UTCDateTime
-        bind = column.type.process_bind_param
+        to_naive = column.type.process_bind_param
+        to_driver = column.type.impl_instance.dialect_impl(dialect).bind_processor(dialect)
         last: list[Any] = [object(), None]  # the rows of one insert share their timestamps
 
         def convert(value: Any) -> Any:
             if value is not last[0]:
-                last[:] = [value, bind(value, None)]  # type: ignore[arg-type]
+                naive = to_naive(value, dialect)
+                last[:] = [value, to_driver(naive) if to_driver and naive is not None else naive]
             return last[1]
 
         return convert

@@ -136,31 +136,62 @@ class JobStore:
 
     # -- creating -------------------------------------------------------------------------
 
-    def create_jobs(
-        self,
-        specs: Iterable[Mapping[str, Any]],
-        *,
-        batch_id: str | None = None,
-        batch_owner: str | None = None,
-        batch_process: str | None = None,
-        max_running: int | None = None,
-    ) -> list[Job]:
+    def create_jobs(self, specs: Iterable[Mapping[str, Any]]) -> list[Job]:
         """Insert jobs (and their ``accepted`` events) in one transaction, in bulk.
 
         Each spec has: algorithm_id, algorithm, version, owner, queue, priority, tags,
         inputs, and optionally dedup_key and id. A spec whose ``dedup_key`` matches
         a job of the same owner (or an earlier spec of this call) answers that job,
-        flagged ``deduped``; a batch counts only the jobs it created.
+        flagged ``deduped``.
         """
+        answer, rows = self._insert(list(specs), None)
+        with self.db.read() as conn:
+            seqs = self._seqs_of(conn, rows, None)
+        created: list[Job] = []
+        for item in answer:
+            if isinstance(item, Job):
+                created.append(item)
+            elif "_same_as" in item:  # a repeat of an earlier row of this very call
+                created.append(replace(_new_job(item["_same_as"], seqs), deduped=True))
+            else:
+                created.append(_new_job(item, seqs))
+        return created
+
+    def create_batch_jobs(
+        self,
+        specs: Iterable[Mapping[str, Any]],
+        *,
+        batch_id: str,
+        owner: str,
+        process: str | None = None,
+        max_running: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """A batch and its jobs, in one transaction, as create_jobs does; answers (job id,
+        deduplicated) per spec — no Job records, a batch may hold 100,000 jobs. The batch's
+        ``total`` counts the jobs it created."""
+        batch = {"id": batch_id, "owner": owner, "process": process, "max_running": max_running}
+        answer, _rows = self._insert(list(specs), batch)
+        return [
+            (item.id, True)
+            if isinstance(item, Job)
+            else (item["_same_as"]["id"], True)
+            if "_same_as" in item
+            else (item["id"], False)
+            for item in answer
+        ]
+
+    def _insert(
+        self, specs: list[Mapping[str, Any]], batch: Mapping[str, Any] | None
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
         now = utcnow()
-        specs = list(specs)
+        batch_id = batch["id"] if batch else None
         with self.db.write() as conn:
             # Two submits of one dedup key must not both insert (PostgreSQL; see Database.lock).
             keys = {(s["owner"], s["dedup_key"]) for s in specs if s.get("dedup_key")}
             self.db.lock(conn, "dedup", *{f"{o}\0{k}" for o, k in keys})
             existing = self._dedup_matches(conn, keys)
             rows: list[dict[str, Any]] = []
-            answer: list[dict[str, Any] | Job] = []  # new rows, or deduplicated jobs
+            answer: list[Any] = []  # new rows, {"_same_as": row} repeats, or existing Jobs
             for spec in specs:
                 key = (spec["owner"], spec.get("dedup_key"))
                 if key[1] and key in existing:
@@ -191,15 +222,15 @@ class JobStore:
                 answer.append(row)
                 if key[1]:
                     existing[key] = {"_same_as": row}
-            if batch_id is not None:
+            if batch is not None:
                 conn.execute(
                     batches.insert().values(
                         id=batch_id,
-                        owner=batch_owner or "anonymous",
+                        owner=batch["owner"],
                         total=len(rows),
                         created=now,
-                        process=batch_process,
-                        max_running=max_running,
+                        process=batch.get("process"),
+                        max_running=batch.get("max_running"),
                     )
                 )
             for chunk in _chunks(rows, INSERT_CHUNK):
@@ -219,16 +250,7 @@ class JobStore:
                         for r in chunk
                     ],
                 )
-            seqs = self._seqs_of(conn, rows, batch_id)
-        created: list[Job] = []
-        for item in answer:
-            if isinstance(item, Job):
-                created.append(item)
-            elif "_same_as" in item:  # a repeat of an earlier row of this very call
-                created.append(replace(_new_job(item["_same_as"], seqs), deduped=True))
-            else:
-                created.append(_new_job(item, seqs))
-        return created
+        return answer, rows
 
     def _seqs_of(
         self, conn: sa.Connection, rows: list[dict[str, Any]], batch_id: str | None
