@@ -316,3 +316,37 @@ def test_e_mail_needs_smtp_url_and_addresses(tmp_path: Path) -> None:
         )
     finally:
         services.close()
+
+
+def test_e_mail_logs_in_with_the_credentials_of_smtp_url(tmp_path: Path) -> None:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    received: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"dps", b"s3cret")
+        return AuthResult(success=ok)
+
+    port = free_port()
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,  # loopback only; STARTTLS itself is not exercised here
+    )
+    controller.start()
+    try:
+        from opendps.executors.senders import send_email
+
+        good = fast_settings(tmp_path / "a", smtp_url=f"smtp://dps:s3cret@127.0.0.1:{port}")
+        send_email(good, ["ada@example.org"], "hello", "body")
+        assert len(received) == 1
+    finally:
+        controller.stop()
