@@ -199,6 +199,7 @@ def test_batches_from_csv_and_jsonl(
     assert (info["counts"]["successful"], info["counts"]["failed"]) == (1, 1)
     retried = as_json(dps(live_server, "batch", "retry", info["batchID"], "--json"))
     assert len(retried["jobIDs"]) == 1
+    assert retried["batchID"] == info["batchID"]  # the same batch, its failed job requeued
     assert dps(live_server, "batch", "status", retried["batchID"], "--wait").exit_code == 1
 
     slow = tmp_path / "slow.jsonl"

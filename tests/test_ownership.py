@@ -189,10 +189,10 @@ def target_of(world: World, route: Route, fresh: bool) -> str:
         return world.fresh_secret() if fresh else "s1"
     if route.kind == "batch":
         if fresh:
-            jobs = world.services.jobs.submit_many(
-                [Submission("hello-world", {"name": "b"})], owner="alice", batch=True
+            submitted = world.services.batches.submit(
+                [Submission("hello-world", {"name": "b"})], user="alice"
             )
-            return jobs[0].batch_id or ""
+            return submitted.batch.id
         return world.batch
     return world.fresh_job() if fresh else world.job
 
@@ -249,7 +249,7 @@ def _state(world: World, route: Route, target: str) -> Any:
     if route.kind == "secret":
         return world.services.secrets.get("alice", target)
     if route.kind == "batch":
-        return world.services.jobs.get_batch(target, "alice").counts
+        return world.services.batches.get(target, user="alice").counts
     job = world.services.jobs.get(target, "alice")
     return job.status, job.cancel_requested
 
@@ -273,10 +273,10 @@ def test_sign_in_page_and_static_files_need_no_token(world: World) -> None:
 
 def test_batches_need_a_token_and_belong_to_their_owner(world: World) -> None:
     """Anonymous GET/DELETE/retry of /batches/{id} dismissed another user's running jobs."""
-    jobs = world.services.jobs.submit_many(
-        [Submission("hello-world", {"name": str(n)}) for n in range(3)], owner="alice", batch=True
+    submitted = world.services.batches.submit(
+        [Submission("hello-world", {"name": str(n)}) for n in range(3)], user="alice"
     )
-    batch = jobs[0].batch_id
+    batch = submitted.batch.id
     for method, path in (
         ("GET", f"/batches/{batch}"),
         ("DELETE", f"/batches/{batch}"),
@@ -284,7 +284,7 @@ def test_batches_need_a_token_and_belong_to_their_owner(world: World) -> None:
     ):
         assert world.client.request(method, path).status_code == 401, path
         assert world.client.request(method, path, headers=world.headers["bob"]).status_code == 404
-    counts = world.services.jobs.get_batch(batch or "", "alice").counts
+    counts = world.services.batches.get(batch, user="alice").counts
     assert counts["accepted"] == 3 and counts["dismissed"] == 0
 
 

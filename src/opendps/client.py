@@ -418,9 +418,15 @@ class Client:
         queue: str | None = None,
         tag: str | None = None,
         priority: int = 5,
+        *,
+        max_running: int | None = None,
+        notify: Mapping[str, Any] | None = None,
+        dedup: bool = False,
     ) -> dict[str, Any]:
         """One job per inputs mapping, all validated before any is created; answers
-        ``{"batchID", "total", "counts", "jobIDs", …}``."""
+        ``{"batchID", "total", "counts", "jobIDs", …}``. ``max_running`` caps how many of
+        its jobs run at once; ``notify`` = ``{"email": [...], "webhook": "https://…",
+        "on": ["finished", "failed"]}``."""
         body: dict[str, Any] = {
             "process": process_id,
             "jobs": [{"inputs": dict(i)} for i in inputs],
@@ -430,18 +436,121 @@ class Client:
             body["queue"] = queue
         if tag:
             body["tags"] = [tag]
+        if max_running is not None:
+            body["max_running"] = max_running
+        if notify:
+            body["notify"] = dict(notify)
+        if dedup:
+            body["dedup"] = True
         return self._json("POST", "/batches", json=body)
 
+    def submit_batch_file(
+        self,
+        process_id: str,
+        path: str | Path,
+        queue: str | None = None,
+        tag: str | None = None,
+        priority: int | None = None,
+        *,
+        max_running: int | None = None,
+        notify: Mapping[str, Any] | None = None,
+        dedup: bool = False,
+    ) -> dict[str, Any]:
+        """Upload a CSV (header = input names, optional queue/tag/priority columns) or a
+        JSON-lines file (``.jsonl``/``.ndjson``) as it is: the server validates every row
+        and names a bad one by row, line and column."""
+        path = Path(path)
+        jsonl = path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+        return self._submit_rows(
+            process_id,
+            path.read_bytes(),
+            "application/x-ndjson" if jsonl else "text/csv",
+            queue=queue,
+            tag=tag,
+            priority=priority,
+            max_running=max_running,
+            notify=notify,
+            dedup=dedup,
+        )
+
+    def submit_glob(
+        self,
+        process_id: str,
+        pattern: str,
+        input_name: str,
+        queue: str | None = None,
+        tag: str | None = None,
+        priority: int | None = None,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        max_running: int | None = None,
+        notify: Mapping[str, Any] | None = None,
+        dedup: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One job per object matching ``pattern`` (``s3://bucket/granules/*.tif``, a local
+        or ``file://`` glob), its URL as input ``input_name``; ``inputs`` are the same for
+        every job. The glob is expanded here, with this machine's credentials (fsspec;
+        ``storage_options`` e.g. ``{"endpoint_url": …}`` for S3). The server decides
+        whether local files are allowed as inputs."""
+        urls = expand_glob(pattern, storage_options)
+        if not urls:
+            raise APIError(0, f"no object matches {pattern!r}")
+        shared = dict(inputs or {})
+        lines = "".join(json.dumps({"inputs": {**shared, input_name: u}}) + "\n" for u in urls)
+        return self._submit_rows(
+            process_id,
+            lines.encode(),
+            "application/x-ndjson",
+            queue=queue,
+            tag=tag,
+            priority=priority,
+            max_running=max_running,
+            notify=notify,
+            dedup=dedup,
+        )
+
+    def _submit_rows(
+        self, process_id: str, body: bytes, media_type: str, **shared: Any
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"process": process_id}
+        for name in ("queue", "tag", "priority", "max_running"):
+            if shared.get(name) is not None and shared.get(name) != "":
+                params[name] = shared[name]
+        if shared.get("notify"):
+            params["notify"] = json.dumps(dict(shared["notify"]))
+        if shared.get("dedup"):
+            params["dedup"] = "true"
+        return self._json(
+            "POST", "/batches", params=params, content=body, headers={"Content-Type": media_type}
+        )
+
     def batch_status(self, batch_id: str) -> dict[str, Any]:
-        """``{"batchID", "total", "counts": {status: n}, …}``."""
+        """``{"batchID", "total", "counts": {status: n}, "stats": {"rate_per_hour",
+        "eta_seconds", "by_reason", "run_seconds", "peak_memory_bytes"}, …}``."""
         return self._json("GET", f"/batches/{self._jid(batch_id)}")
 
+    def batch_report(self, batch_id: str) -> dict[str, Any]:
+        """The end-of-batch report: counts, rates, duration, failures by reason (each with
+        an example message)."""
+        return self._json("GET", f"/batches/{self._jid(batch_id)}/report")
+
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Answers at once; the queued jobs are dismissed within moments."""
         return self._json("DELETE", f"/batches/{self._jid(batch_id)}")
 
-    def retry_batch(self, batch_id: str) -> dict[str, Any]:
-        """Resubmit the failed and dismissed jobs as a new batch (``batchID`` None: none)."""
-        return self._json("POST", f"/batches/{self._jid(batch_id)}/retry")
+    def retry_batch(
+        self, batch_id: str, reasons: Iterable[str] | None = None, queue: str | None = None
+    ) -> dict[str, Any]:
+        """Put the batch's failed and dismissed jobs (only those ``reasons``, when given)
+        back in the queue (``queue``, when given); answers the batch with ``jobIDs`` = the
+        jobs requeued (same ids: every attempt stays in each job's history)."""
+        body: dict[str, Any] = {}
+        if reasons:
+            body["reasons"] = list(reasons)
+        if queue:
+            body["queue"] = queue
+        return self._json("POST", f"/batches/{self._jid(batch_id)}/retry", json=body)
 
     # -- service --------------------------------------------------------------------------
 
@@ -521,3 +630,18 @@ def _safe_target(dest: Path, relative: str) -> Path:
     if not parts or relative.startswith("/") or ".." in parts:
         raise APIError(0, f"refusing to write output {relative!r} outside {dest}")
     return dest.joinpath(*parts)
+
+
+def expand_glob(pattern: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """URLs of the objects matching a glob: ``s3://…`` (needs s3fs), ``file://…`` or a
+    local path (answered as ``file://`` URLs, which a server with auth on refuses)."""
+    import fsspec
+
+    if "://" not in pattern:
+        pattern = "file://" + str(Path(pattern).expanduser().absolute())
+    protocol = pattern.split("://", 1)[0]
+    fs, path = fsspec.core.url_to_fs(pattern, **dict(storage_options or {}))
+    found = sorted(p for p in fs.glob(path) if not fs.isdir(p))
+    if protocol == "file":
+        return [f"file://{p}" for p in found]
+    return [f"{protocol}://{p}" for p in found]

@@ -163,6 +163,8 @@ class Batch:
     created: datetime
     counts: dict[str, int]
     total: int
+    process: str | None = None  # name:version of its jobs
+    max_running: int | None = None  # at most this many of its jobs run at once
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ class QueueConfig(BaseModel):
     max_processes: int = 1024
     # False: the job's box has no network but loopback (bwrap only).
     network: bool = True
+    # At most this many jobs of one user run in this queue at once (None: no cap).
+    max_running_per_user: int | None = None
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -190,6 +192,20 @@ class Settings(BaseSettings):
     # The OCI runtime podman uses; default: runc when installed (crun cannot run on hosts
     # with a cgroup v1/v2 hybrid), else podman's own default.
     container_runtime: str | None = None
+    # Fair share inside a queue: a freed slot goes to the waiting user with the fewest
+    # running jobs there; priority orders a user's own jobs. False: priority, then age.
+    fair_share: bool = True
+    # Notification e-mail: smtp://host:port (smtps:// for TLS from the start; credentials
+    # may be given in the URL or below). None: e-mail notifications are refused at submit.
+    smtp_url: str | None = None
+    mail_from: str = "opendps@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False  # upgrade a plain smtp:// connection with STARTTLS
+    # Webhook and callback deliveries: tries before giving up, and the first back-off
+    # (seconds; doubled after each failed try, at most 10 minutes).
+    delivery_tries: int = 8
+    delivery_backoff: float = 2.0
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

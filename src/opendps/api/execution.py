@@ -23,6 +23,7 @@ class ExecuteBody:
     dedup: bool = False
     subscriber: dict[str, Any] = field(default_factory=dict)
     raw_inputs: dict[str, Any] = field(default_factory=dict)  # as sent (OGC encodings)
+    notify: Any = None  # DESIGN §14 {"email", "webhook", "on"}, checked by parse_notify
 
 
 def _tags(body: dict[str, Any]) -> list[str]:
@@ -72,6 +73,7 @@ def parse_execute(body: Any) -> ExecuteBody:
         dedup=bool(dedup),
         subscriber=subscriber,
         raw_inputs=dict(inputs),
+        notify=body.get("notify"),
     )
 
 

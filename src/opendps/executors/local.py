@@ -62,6 +62,7 @@ class LocalExecutor:
             raise NoSuchQueue(f"unknown queue(s) {unknown}")
         self.queue_slots = {n: self.settings.queue(n).slots for n in names}  # type: ignore[union-attr]
         self.supervisors = supervisors
+        self.user_caps = {n: self.settings.queue(n).max_running_per_user for n in names}  # type: ignore[union-attr]
         self.run_builds = run_builds
         self.host = os.uname().nodename
         self.node = node_id()
@@ -74,13 +75,18 @@ class LocalExecutor:
         self._adopted: dict[str, tuple[int, float | None]] = {}
         self._attempts: dict[str, int] = {}  # job id -> the attempt launched here
         self._local_lock = threading.Lock()
+        self._deliveries = None  # DeliveryLoop: notifications and OGC callbacks
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        from opendps.executors.delivery import DeliveryLoop
+
         self._announce_box()
         self.beat()
         self.recover()
+        self._deliveries = DeliveryLoop(self.services)
+        self._deliveries.start()
         if self.run_builds:
             self.services.catalog.requeue_interrupted_builds()
             for n in range(max(1, self.settings.build_slots)):
@@ -97,6 +103,8 @@ class LocalExecutor:
         except Exception:
             log.warning("could not remove this executor's heartbeat row", exc_info=True)
         self.services.work_available.set()
+        if self._deliveries is not None:
+            self._deliveries.stop(timeout)
         if self._launcher is not None:  # first, so its reader thread sees EOF
             try:
                 if self._launcher.stdin:
@@ -209,6 +217,8 @@ class LocalExecutor:
                     last_check = time.monotonic()
                     self._check_adopted()
                     self.recover_stale()
+                    # Cancelled batches whose background dismissal was cut short (restart).
+                    self.services.batches.dismiss_cancelled()
             except Exception:
                 log.exception("dispatch loop error", extra={"action": "dispatch_error"})
                 time.sleep(self.settings.poll_interval)
@@ -232,7 +242,12 @@ class LocalExecutor:
     def _claim_all(self) -> None:
         while not self._stop.is_set():
             job = self.services.job_store.claim_next(
-                self.queue_slots, host=self.host, worker=self.worker, node=self.node
+                self.queue_slots,
+                host=self.host,
+                worker=self.worker,
+                node=self.node,
+                user_caps=self.user_caps,
+                fair_share=self.settings.fair_share,
             )
             if job is None:
                 return

@@ -42,11 +42,11 @@ def parse_urls(value: Any, input_name: str = "input") -> list[str]:
     if isinstance(value, Mapping):
         if isinstance(value.get("href"), str):  # an OGC link {"href": …}
             return parse_urls(value["href"], input_name)
-        raise InvalidInput(f"input {input_name!r}: give a URL, not an object")
+        raise InvalidInput(f"input {input_name!r}: give a URL, not an object", input=input_name)
     if isinstance(value, list | tuple):
         return [url for item in value for url in parse_urls(item, input_name)]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidInput(f"input {input_name!r}: give a URL or a list of URLs")
+        raise InvalidInput(f"input {input_name!r}: give a URL or a list of URLs", input=input_name)
     text = str(value).strip()
     if not text:
         return []

@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING
 
 from opendps.models import Job
 from opendps.service.algorithms import AlgorithmService
+from opendps.service.batches import BatchService
 from opendps.service.identity import IdentityService
 from opendps.service.jobs import JobService
 from opendps.service.policy import Policy
 from opendps.service.secrets import SecretService, check_secret_key, previous_secret_keys
 from opendps.settings import Settings
-from opendps.store import AccountStore, CatalogStore, Database, JobStore, WorkerStore
+from opendps.store import (
+    AccountStore,
+    BatchStore,
+    CatalogStore,
+    Database,
+    JobStore,
+    NotificationStore,
+    WorkerStore,
+)
 
 if TYPE_CHECKING:  # opened lazily: fsspec (and S3) only when something is staged or read
     from opendps.executors.celery import CeleryDispatcher
@@ -55,6 +64,8 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_url or "", migrate=migrate)
         self.job_store = JobStore(self.db)
+        self.batch_store = BatchStore(self.db)
+        self.notification_store = NotificationStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
         self.worker_store = WorkerStore(self.db)
@@ -84,10 +95,20 @@ class Services:
             self.algorithms,
             self.policy,
             self.secrets,
+            self.notification_store,
             storage=lambda: self.storage,
             work_available=self.work_available,
             on_submitted=self._jobs_submitted,
             on_cancelled=self._jobs_cancelled,
+        )
+        self.batches = BatchService(
+            self.batch_store,
+            self.job_store,
+            self.jobs,
+            self.algorithms,
+            self.policy,
+            self.notification_store,
+            self.work_available,
         )
 
     @cached_property

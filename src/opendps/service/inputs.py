@@ -136,7 +136,7 @@ def _check_finite(name: str, value: Any) -> None:
     while stack:
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            raise InvalidInput(f"input {name!r}: {item!r} is not a finite number")
+            raise InvalidInput(f"input {name!r}: {item!r} is not a finite number", input=name)
         if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -155,7 +155,8 @@ def normalise_inputs(
         choices = ", ".join(sorted(model.names)) or "none"
         raise InvalidInput(
             f"unknown input(s) {', '.join(repr(u) for u in unknown)}; "
-            f"{spec.process_id} takes: {choices}"
+            f"{spec.process_id} takes: {choices}",
+            input=unknown[0],
         )
     values: dict[str, Any] = {}
     for item in model.inputs:
@@ -163,14 +164,15 @@ def normalise_inputs(
         value = given.get(name)
         if value is None or (value == "" and kind == "file"):
             if item.mandatory:
-                raise InvalidInput(f"missing required input {name!r}")
+                raise InvalidInput(f"missing required input {name!r}", input=name)
             if item.default is None:
                 values[name] = "" if kind == "positional" else None
                 continue
             value = copy.deepcopy(item.default)
         if kind == "positional" and isinstance(value, dict | list):
             raise InvalidInput(
-                f"input {name!r} is positional (a command-line argument): give a single value"
+                f"input {name!r} is positional (a command-line argument): give a single value",
+                input=name,
             )
         _check_finite(name, value)
         if kind == "file":
@@ -181,7 +183,7 @@ def normalise_inputs(
             continue
         value = coerce(item.schema, value)
         if (error := _describe_error(item.validator, value, f"input {name!r}")) is not None:
-            raise InvalidInput(error)
+            raise InvalidInput(error, input=name)
         if item.urls:  # cwltool fetches these itself: the same URL rules as file inputs
             texts = value if isinstance(value, list) else [value]
             for url in (t.strip() for t in texts if isinstance(t, str) and t.strip()):

@@ -10,26 +10,36 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchProcess, NoSuchQueue, NotFound
 from opendps.files import open_in_work_dir
-from opendps.models import Algorithm, Batch, BuildStatus, Job, JobStatus, Page, Phase, Reason
+from opendps.models import Algorithm, BuildStatus, Job, Page, Phase, Reason
 from opendps.net.safety import UrlPolicy
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.algorithms import AlgorithmService, split_process_id
 from opendps.service.inputs import normalise_inputs, parse_priority
+from opendps.service.notifications import Notify
 from opendps.service.policy import Policy
-from opendps.service.queries import BatchQuery, JobQuery, check_limit
+from opendps.service.queries import JobQuery, check_limit
 from opendps.service.secrets import SecretService
 from opendps.settings import Settings
-from opendps.store import JobStore
+from opendps.store import JobStore, NotificationStore
 from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
     from opendps.storage.base import Storage
 
 LOG_FILES = {"stdout": "_stdout.txt", "stderr": "_stderr.txt"}
+
+
+class NewJob(NamedTuple):
+    """What the dispatcher needs of a job just created (a batch makes no Job records)."""
+
+    id: str
+    queue: str
+    priority: int
+    deduped: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class JobService:
         algorithms: AlgorithmService,
         policy: Policy,
         secrets: SecretService,
+        notifications: NotificationStore,
         *,
         storage: Callable[[], Storage],
         work_available: threading.Event,
@@ -111,6 +122,7 @@ class JobService:
         self.algorithms = algorithms
         self.policy = policy
         self.secrets = secrets
+        self.notifications = notifications
         self._storage = storage
         self.work_available = work_available
         # Scale-out: the Celery dispatcher publishes new jobs and revokes cancelled ones.
@@ -121,7 +133,7 @@ class JobService:
     def storage(self) -> Storage:
         return self._storage()
 
-    def _announce_submitted(self, jobs: Sequence[Job]) -> None:
+    def _announce_submitted(self, jobs: Sequence[Job] | Sequence[NewJob]) -> None:
         """Wake the local executor at once (or publish the jobs, in scale-out mode)."""
         self.work_available.set()
         if self._on_submitted is not None:
@@ -145,16 +157,32 @@ class JobService:
             raise Forbidden(f"user {user!r} may not use queue {name!r}")
         return name
 
-    def _prepare(self, submission: Submission, owner: str) -> dict[str, Any]:
-        algorithm = self.algorithms.get(submission.process_id)
-        spec = self.algorithms.spec_of(algorithm)
-        priority = parse_priority(submission.priority)
-        policy = UrlPolicy.from_settings(self.settings)
+    def _prepare(
+        self, submission: Submission, owner: str, cache: dict[Any, Any] | None = None
+    ) -> dict[str, Any]:
+        # ``cache``: the algorithm and queue look-ups of one call, so a batch of 100,000
+        # rows reads its algorithm once.
+        cache = {} if cache is None else cache
+        if (found := cache.get(submission.process_id)) is None:
+            algorithm = self.algorithms.get(submission.process_id)
+            found = cache[submission.process_id] = (algorithm, self.algorithms.spec_of(algorithm))
+        algorithm, spec = found
+        try:
+            priority = parse_priority(submission.priority)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, column="priority") from None
+        if (policy := cache.get("url_policy")) is None:
+            policy = cache["url_policy"] = UrlPolicy.from_settings(self.settings)
         inputs = normalise_inputs(spec, submission.inputs, policy)
         if submission.as_sent is not None:
             inputs = {k: submission.as_sent.get(k, v) for k, v in inputs.items()}
-        queue = self.resolve_queue(submission.queue, spec, owner)
-        tags = [check_tag(str(t)) for t in submission.tags if str(t)]
+        queue_key = ("queue", submission.queue, algorithm.id)
+        if (queue := cache.get(queue_key)) is None:
+            queue = cache[queue_key] = self.resolve_queue(submission.queue, spec, owner)
+        try:
+            tags = [check_tag(str(t)) for t in submission.tags if str(t)]
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, column="tag") from None
         record: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "algorithm_id": algorithm.id,
@@ -177,33 +205,87 @@ class JobService:
         return self.submit_many([submission], owner=owner)[0]
 
     def submit_many(
-        self, submissions: Sequence[Submission], *, owner: str, batch: bool = False
+        self,
+        submissions: Sequence[Submission],
+        *,
+        owner: str,
+        label: Callable[[int], str] | None = None,
     ) -> list[Job]:
-        """Validate every submission first, then create all jobs in one transaction."""
+        """Validate every submission first, then create all jobs in one transaction.
+
+        An invalid one raises InvalidInput prefixed with ``label(index)`` (default
+        ``job N``), keeping the error's context (``input``, ``column``)."""
+        records, algorithms = self.prepare_many(submissions, owner, label)
+        jobs = self.store.create_jobs(records)
+        failed = self._fail_if_build_failed(algorithms)
+        self._announce_submitted(jobs)
+        if failed:
+            return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
+        return jobs
+
+    def submit_batch(
+        self,
+        submissions: Sequence[Submission],
+        *,
+        owner: str,
+        label: Callable[[int], str] | None = None,
+        max_running: int | None = None,
+    ) -> tuple[str, list[tuple[str, bool]]]:
+        """Like submit_many, as a new batch: answers its id and, per submission, the job
+        id and whether it was deduplicated (no Job records: a batch may hold 100,000)."""
+        records, algorithms = self.prepare_many(submissions, owner, label)
+        batch_id = str(uuid.uuid4())
+        process = f"{records[0]['algorithm']}:{records[0]['version']}" if records else None
+        created = self.store.create_batch_jobs(
+            records, batch_id=batch_id, owner=owner, process=process, max_running=max_running
+        )
+        self._fail_if_build_failed(algorithms)
+        new = {job_id for job_id, deduped in created if not deduped}
+        self._announce_submitted(
+            [NewJob(r["id"], r["queue"], r["priority"]) for r in records if r["id"] in new]
+        )
+        return batch_id, created
+
+    def prepare_many(
+        self,
+        submissions: Sequence[Submission],
+        owner: str,
+        label: Callable[[int], str] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[int, Algorithm]]:
+        """The store records of valid submissions, and their algorithms by id."""
         records = []
+        cache: dict[Any, Any] = {}
         for n, submission in enumerate(submissions):
             try:
-                records.append(self._prepare(submission, owner))
-            except InvalidInput as exc:
-                if len(submissions) > 1:
-                    raise InvalidInput(f"job {n + 1}: {exc.message}") from exc
+                records.append(self._prepare(submission, owner, cache))
+            except (InvalidInput, NoSuchQueue) as exc:
+                if len(submissions) > 1 or label is not None:
+                    where = label(n) if label else f"job {n + 1}"
+                    raise type(exc)(f"{where}: {exc.message}", **exc.context) from exc
                 raise
-        algorithms: dict[str, Algorithm] = {r["id"]: r.pop("_algorithm") for r in records}
-        batch_id = str(uuid.uuid4()) if batch else None
-        jobs = self.store.create_jobs(records, batch_id=batch_id, batch_owner=owner)
-        for job in jobs:
-            algorithm = algorithms.get(job.id)
-            if algorithm and algorithm.build and algorithm.build.status == BuildStatus.FAILED:
+        # Ids in ascending order along the batch: the id indexes (jobs, events) then grow at
+        # one place instead of at random ones, which makes a 100,000-row insert much faster.
+        for record, job_id in zip(records, sorted(r["id"] for r in records), strict=True):
+            record["id"] = job_id
+        algorithms: dict[int, Algorithm] = {}
+        for record in records:
+            algorithm = record.pop("_algorithm")
+            algorithms[algorithm.id] = algorithm
+        return records, algorithms
+
+    def _fail_if_build_failed(self, algorithms: Mapping[int, Algorithm]) -> bool:
+        """Jobs submitted to an algorithm whose build failed fail at once (build_error)."""
+        failed = False
+        for algorithm in algorithms.values():
+            if algorithm.build and algorithm.build.status == BuildStatus.FAILED:
+                failed = True
                 self.store.fail_waiting_jobs(
                     algorithm.id,
                     Reason.BUILD_ERROR,
                     Phase.BUILD,
                     f"the build of {algorithm.process_id} failed: {algorithm.build.message}",
                 )
-        self._announce_submitted(jobs)
-        if any(a.build and a.build.status == BuildStatus.FAILED for a in algorithms.values()):
-            return [self.store.get_job(j.id) if not j.deduped else j for j in jobs]
-        return jobs
+        return failed
 
     # -- reading --------------------------------------------------------------------------
 
@@ -286,6 +368,33 @@ class JobService:
             time.sleep(min(delay, remaining))
             delay = min(delay * 1.5, 0.5)
 
+    def subscribe(
+        self,
+        job_id: str,
+        user: str,
+        *,
+        base_url: str,
+        notify: Notify | None = None,
+        ogc_uris: Mapping[str, str] | None = None,
+    ) -> None:
+        """Tell someone when the job ends: ``notify`` (e-mail, webhook; DESIGN §14) and OGC
+        ``subscriber`` URIs. Kept in the store and sent by the executor side's delivery loop,
+        so a restart loses none and a slow endpoint delays no request."""
+        job = self.get(job_id, user)
+        if notify is not None:
+            self.notifications.subscribe(
+                job.owner,
+                base_url=base_url,
+                job_ids=[job.id],
+                email=notify.email,
+                webhook=notify.webhook,
+                events=notify.on,
+            )
+        if ogc_uris:
+            self.notifications.subscribe(
+                job.owner, base_url=base_url, job_ids=[job.id], events=[], ogc_uris=ogc_uris
+            )
+
     # -- cancelling and retrying ----------------------------------------------------------
 
     def cancel(self, job_id: str, user: str) -> Job:
@@ -309,57 +418,6 @@ class JobService:
                 request=job.request,
             ),
             owner=job.owner,
-        )
-
-    # -- batches --------------------------------------------------------------------------
-
-    def get_batch(self, batch_id: str, user: str) -> Batch:
-        try:
-            batch = self.store.get_batch(batch_id)
-        except NoSuchJob:
-            raise _missing_batch(batch_id) from None
-        self.policy.check_visible(user, batch.owner, _missing_batch(batch_id))
-        return batch
-
-    def list_batches(self, query: BatchQuery, user: str) -> Page:
-        """The batches ``user`` may see (newest first)."""
-        check_limit(query.limit)
-        scope = self.policy.scope(user)
-        owner = query.owner or scope
-        if scope is not None and owner != scope:
-            return Page(items=[], number_matched=0, next_cursor=None)
-        return self.store.list_batches(owner=owner, limit=query.limit, cursor=query.cursor)
-
-    def cancel_batch(self, batch_id: str, user: str) -> Batch:
-        self.get_batch(batch_id, user)
-        ids = self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING])
-        for job_id in ids:
-            self.store.request_cancel(job_id)
-        self._announce_cancelled(ids)
-        return self.store.get_batch(batch_id)
-
-    def retry_batch(self, batch_id: str, user: str) -> list[Job]:
-        """Resubmit the batch's failed and dismissed jobs as a new batch (of the batch's
-        owner); the originals keep their history."""
-        batch = self.get_batch(batch_id, user)
-        ids = self.store.batch_job_ids(batch_id, [JobStatus.FAILED, JobStatus.DISMISSED])
-        jobs = [self.store.get_job(i) for i in ids]
-        if not jobs:
-            return []
-        return self.submit_many(
-            [
-                Submission(
-                    process_id=j.process_id,
-                    inputs=j.inputs,
-                    queue=j.queue,
-                    priority=j.priority,
-                    tags=j.tags,
-                    request=j.request,
-                )
-                for j in jobs
-            ],
-            owner=batch.owner,
-            batch=True,
         )
 
     # -- logs, outputs, metrics -----------------------------------------------------------

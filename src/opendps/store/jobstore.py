@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,13 @@ import sqlalchemy as sa
 
 from opendps.errors import InvalidTransition, NoSuchJob
 from opendps.models import TERMINAL, Attempt, Batch, Job, JobEvent, JobStatus, Page, Phase, Reason
+from opendps.store.claiming import choose_job
 from opendps.store.db import Database, utcnow
 from opendps.store.tables import algorithms, batches, builds, job_attempts, job_events, jobs
 
 ACTIVE = (JobStatus.ACCEPTED, JobStatus.RUNNING)
+ACCEPTED = JobStatus.ACCEPTED.value
+INSERT_CHUNK = 2000  # rows per multi-row INSERT when creating jobs in bulk
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,37 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
     )
 
 
+def _new_job(row: Mapping[str, Any], seqs: Mapping[str, int]) -> Job:
+    """The Job of a row create_jobs just inserted (no enum parsing, no read back)."""
+    return Job(
+        id=row["id"],
+        seq=seqs[row["id"]],
+        algorithm_id=row["algorithm_id"],
+        algorithm=row["algorithm"],
+        version=row["version"],
+        owner=row["owner"],
+        queue=row["queue"],
+        priority=row["priority"],
+        tags=row["tags"],
+        inputs=row["inputs"],
+        status=JobStatus.ACCEPTED,
+        reason=None,
+        phase=None,
+        message=None,
+        batch_id=row["batch_id"],
+        attempts=0,
+        cancel_requested=False,
+        created=row["created"],
+        started=None,
+        finished=None,
+        updated=row["updated"],
+        work_dir=None,
+        output_url=None,
+        exit_code=None,
+        progress=None,
+    )
+
+
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
 
@@ -109,54 +143,68 @@ class JobStore:
 
     # -- creating -------------------------------------------------------------------------
 
-    def create_jobs(
-        self,
-        specs: Iterable[Mapping[str, Any]],
-        *,
-        batch_id: str | None = None,
-        batch_owner: str | None = None,
-    ) -> list[Job]:
-        """Insert jobs (and their ``accepted`` events) in one transaction.
+    def create_jobs(self, specs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Insert jobs (and their ``accepted`` events) in one transaction, in bulk.
 
         Each spec has: algorithm_id, algorithm, version, owner, queue, priority, tags,
         inputs, and optionally dedup_key and id. A spec whose ``dedup_key`` matches
-        a job of the same owner answers that job, flagged ``deduped``.
+        a job of the same owner (or an earlier spec of this call) answers that job,
+        flagged ``deduped``.
         """
-        now = utcnow()
+        answer, rows = self._insert(list(specs), None)
+        with self.db.read() as conn:
+            seqs = self._seqs_of(conn, rows, None)
         created: list[Job] = []
-        specs = list(specs)
+        for item in answer:
+            if isinstance(item, Job):
+                created.append(item)
+            elif "_same_as" in item:  # a repeat of an earlier row of this very call
+                created.append(replace(_new_job(item["_same_as"], seqs), deduped=True))
+            else:
+                created.append(_new_job(item, seqs))
+        return created
+
+    def create_batch_jobs(
+        self,
+        specs: Iterable[Mapping[str, Any]],
+        *,
+        batch_id: str,
+        owner: str,
+        process: str | None = None,
+        max_running: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """A batch and its jobs, in one transaction, as create_jobs does; answers (job id,
+        deduplicated) per spec — no Job records, a batch may hold 100,000 jobs. The batch's
+        ``total`` counts the jobs it created."""
+        batch = {"id": batch_id, "owner": owner, "process": process, "max_running": max_running}
+        answer, _rows = self._insert(list(specs), batch)
+        return [
+            (item.id, True)
+            if isinstance(item, Job)
+            else (item["_same_as"]["id"], True)
+            if "_same_as" in item
+            else (item["id"], False)
+            for item in answer
+        ]
+
+    def _insert(
+        self, specs: list[Mapping[str, Any]], batch: Mapping[str, Any] | None
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        now = utcnow()
+        batch_id = batch["id"] if batch else None
         with self.db.write() as conn:
             # Two submits of one dedup key must not both insert (PostgreSQL; see Database.lock).
-            self.db.lock(
-                conn,
-                "dedup",
-                *{f"{s['owner']}\0{s['dedup_key']}" for s in specs if s.get("dedup_key")},
-            )
-            rows = []
-            if batch_id is not None:
-                conn.execute(
-                    batches.insert().values(
-                        id=batch_id, owner=batch_owner or "anonymous", total=len(specs), created=now
-                    )
-                )
+            keys = {(s["owner"], s["dedup_key"]) for s in specs if s.get("dedup_key")}
+            self.db.lock(conn, "dedup", *{f"{o}\0{k}" for o, k in keys})
+            existing = self._dedup_matches(conn, keys)
+            rows: list[dict[str, Any]] = []
+            answer: list[Any] = []  # new rows, {"_same_as": row} repeats, or existing Jobs
             for spec in specs:
-                if spec.get("dedup_key"):
-                    existing = (
-                        conn.execute(
-                            sa.select(jobs)
-                            .where(
-                                jobs.c.owner == spec["owner"], jobs.c.dedup_key == spec["dedup_key"]
-                            )
-                            .order_by(jobs.c.seq.desc())
-                            .limit(1)
-                        )
-                        .mappings()
-                        .first()
-                    )
-                    if existing is not None and existing["status"] != JobStatus.FAILED:
-                        job = _job_from_row(existing)
-                        created.append(Job(**{**job.__dict__, "deduped": True}))
-                        continue
+                key = (spec["owner"], spec.get("dedup_key"))
+                if key[1] and key in existing:
+                    match = existing[key]
+                    answer.append(replace(match, deduped=True) if isinstance(match, Job) else match)
+                    continue
                 tags = list(spec.get("tags") or [])
                 row = {
                     "id": spec.get("id") or str(uuid.uuid4()),
@@ -169,7 +217,7 @@ class JobStore:
                     "tags": tags,
                     "tag": tags[0] if tags else "",
                     "inputs": dict(spec.get("inputs") or {}),
-                    "status": JobStatus.ACCEPTED.value,
+                    "status": ACCEPTED,
                     "batch_id": batch_id,
                     "attempts": 0,
                     "cancel_requested": False,
@@ -178,25 +226,76 @@ class JobStore:
                     "created": now,
                     "updated": now,
                 }
-                result = conn.execute(jobs.insert().values(**row))
-                row["seq"] = result.inserted_primary_key[0]
                 rows.append(row)
-                created.append(_job_from_row(_with_defaults(row)))
-            if rows:
+                answer.append(row)
+                if key[1]:
+                    existing[key] = {"_same_as": row}
+            if batch is not None:
                 conn.execute(
-                    job_events.insert(),
+                    batches.insert().values(
+                        id=batch_id,
+                        owner=batch["owner"],
+                        total=len(rows),
+                        created=now,
+                        process=batch.get("process"),
+                        max_running=batch.get("max_running"),
+                    )
+                )
+            for chunk in _chunks(rows, INSERT_CHUNK):
+                # executemany (RETURNING would go row by row on SQLite); seqs are read after.
+                self.db.insert_many(conn, jobs, chunk)
+                self.db.insert_many(
+                    conn,
+                    job_events,
                     [
                         {
                             "job_id": r["id"],
                             "at": now,
-                            "status": JobStatus.ACCEPTED.value,
+                            "status": ACCEPTED,
                             "reason": None,
                             "message": "submitted",
                         }
-                        for r in rows
+                        for r in chunk
                     ],
                 )
-        return created
+        return answer, rows
+
+    def _seqs_of(
+        self, conn: sa.Connection, rows: list[dict[str, Any]], batch_id: str | None
+    ) -> dict[str, int]:
+        """The seq the database gave each new row: by the batch index for a batch, else
+        by id (a handful of rows)."""
+        if not rows:
+            return {}
+        if batch_id is not None:
+            query = sa.select(jobs.c.id, jobs.c.seq).where(jobs.c.batch_id == batch_id)
+            return dict(conn.execute(query).tuples().all())
+        found: dict[str, int] = {}
+        for chunk in _chunks([r["id"] for r in rows], 500):
+            query = sa.select(jobs.c.id, jobs.c.seq).where(jobs.c.id.in_(chunk))
+            found.update(conn.execute(query).tuples().all())
+        return found
+
+    def _dedup_matches(
+        self, conn: sa.Connection, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], Any]:
+        """The newest job per (owner, dedup_key) that did not fail: what a repeat answers."""
+        found: dict[tuple[str, str], Any] = {}
+        by_owner: dict[str, list[str]] = {}
+        for owner, key in keys:
+            by_owner.setdefault(owner, []).append(key)
+        for owner, owner_keys in by_owner.items():
+            for chunk in _chunks(owner_keys, 500):
+                rows = conn.execute(
+                    sa.select(jobs)
+                    .where(jobs.c.owner == owner, jobs.c.dedup_key.in_(chunk))
+                    .order_by(jobs.c.seq)
+                ).mappings()
+                for row in rows:  # ascending: the newest ends up in the dict
+                    found[(owner, row["dedup_key"])] = row
+        return {
+            k: _job_from_row(r) for k, r in found.items() if r["status"] != JobStatus.FAILED.value
+        }
 
     # -- reading --------------------------------------------------------------------------
 
@@ -339,13 +438,17 @@ class JobStore:
         host: str,
         worker: str,
         node: str | None = None,
+        user_caps: Mapping[str, int | None] | None = None,
+        fair_share: bool = True,
     ) -> Job | None:
         """Move the next runnable job of the given queues to ``running``.
 
         ``free_slots`` maps queue name -> the queue's slot limit. A queue is served only
-        while fewer than that many of its jobs run (over all workers). Among the
-        candidates, priority 9 comes first, then submit order. Only jobs whose build is
-        ready are candidates.
+        while fewer than that many of its jobs run (over all workers). Which job gets the
+        slot is ``store.claiming.choose_job``: with ``fair_share``, the waiting user with
+        the fewest running jobs in the queue, then priority 9 first, then submit order;
+        ``user_caps`` (queue -> max_running_per_user) and batches' ``max_running`` pass
+        over users and batches at their cap. Only jobs whose build is ready are candidates.
 
         Two workers never take the same job nor overfill a queue: on SQLite the claim
         holds the database write lock (BEGIN IMMEDIATE); on PostgreSQL it holds an
@@ -369,28 +472,16 @@ class JobStore:
             open_queues = [q for q, slots in free_slots.items() if running.get(q, 0) < slots]
             if not open_queues:
                 return None
-            query = (
-                sa.select(jobs.c.id, jobs.c.attempts)
-                .select_from(
-                    jobs.join(algorithms, algorithms.c.id == jobs.c.algorithm_id).join(
-                        builds, builds.c.id == algorithms.c.build_id
-                    )
-                )
-                .where(
-                    jobs.c.status == JobStatus.ACCEPTED.value,
-                    jobs.c.queue.in_(open_queues),
-                    jobs.c.cancel_requested.is_(False),
-                    builds.c.status == "ready",
-                )
-                .order_by(jobs.c.priority.desc(), jobs.c.seq)
-                .limit(1)
+            candidate = choose_job(
+                conn,
+                open_queues,
+                user_caps=user_caps or {},
+                fair=fair_share,
+                lock_rows=not self.db.is_sqlite,
             )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(of=jobs, skip_locked=True)
-            candidate = conn.execute(query).first()
             if candidate is None:
                 return None
-            job_id, attempts = candidate
+            job_id, attempts = candidate.job_id, candidate.attempts
             changed = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == JobStatus.ACCEPTED.value)
@@ -499,7 +590,7 @@ class JobStore:
         n``): a supervisor or recovery that saw attempt n can never end attempt n+1.
         """
         now = utcnow()
-        values: dict[str, Any] = {"status": to.value, "updated": now, **fields}
+        values: dict[str, Any] = {"status": to.value, "updated": now, **_with_peak(fields)}
         if reason is not None or to.terminal:
             values["reason"] = reason.value if reason else None
         if phase is not None or to.terminal:
@@ -551,7 +642,7 @@ class JobStore:
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Non-state fields: work_dir, metrics, progress, output_url, results, warnings."""
-        fields["updated"] = utcnow()
+        fields = {**_with_peak(fields), "updated": utcnow()}
         with self.db.write() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
 
@@ -872,6 +963,8 @@ def _batch_from_row(row: Mapping[str, Any], counts: Mapping[str, int]) -> Batch:
         created=row["created"],
         counts={s.value: counts.get(s.value, 0) for s in JobStatus},
         total=row["total"],
+        process=row["process"],
+        max_running=row["max_running"],
     )
 
 
@@ -910,6 +1003,20 @@ def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
         )
     )
     return {**defaults, **row}
+
+
+def _with_peak(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy metrics' peak memory into its column (batch statistics read the column)."""
+    fields = dict(fields)
+    metrics = fields.get("metrics")
+    if isinstance(metrics, Mapping) and isinstance(metrics.get("peak_memory_bytes"), int):
+        fields["peak_memory"] = metrics["peak_memory_bytes"]
+    return fields
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def is_terminal(status: str) -> bool:

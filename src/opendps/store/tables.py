@@ -94,6 +94,8 @@ batches = sa.Table(
     sa.Column("owner", sa.String(200), nullable=False, index=True),
     sa.Column("total", sa.Integer, nullable=False),
     sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("process", sa.String(401), nullable=True),  # name:version of its jobs
+    sa.Column("max_running", sa.Integer, nullable=True),  # at most this many of its jobs run
 )
 
 jobs = sa.Table(
@@ -135,6 +137,8 @@ jobs = sa.Table(
     sa.Column("request", sa.JSON, nullable=True),
     # celery executor: when run_job(id) was last published; NULL = not on the broker (yet).
     sa.Column("enqueued", UTCDateTime, nullable=True),
+    # metrics["peak_memory_bytes"], as a column so batch statistics are computed in SQL.
+    sa.Column("peak_memory", sa.BigInteger, nullable=True),
 )
 # claim_next walks this index in priority order.
 sa.Index("ix_jobs_claim", jobs.c.queue, jobs.c.status, jobs.c.priority, jobs.c.seq)
@@ -144,6 +148,23 @@ sa.Index("ix_jobs_algorithm_seq", jobs.c.algorithm, jobs.c.version, jobs.c.seq)
 sa.Index("ix_jobs_algorithm_id_status", jobs.c.algorithm_id, jobs.c.status)
 sa.Index("ix_jobs_tag_seq", jobs.c.tag, jobs.c.seq)
 sa.Index("ix_jobs_batch_seq", jobs.c.batch_id, jobs.c.seq)
+# Batch counts, by_reason and statistics (GET /batches/{id}) read only these indexes. The
+# last three are partial (only ended jobs have the value), so inserting a batch skips them.
+sa.Index("ix_jobs_batch_status", jobs.c.batch_id, jobs.c.status, jobs.c.reason)
+for _name, _column in (
+    ("ix_jobs_batch_finished", jobs.c.finished),
+    ("ix_jobs_batch_duration", jobs.c.duration),
+    ("ix_jobs_batch_memory", jobs.c.peak_memory),
+):
+    sa.Index(
+        _name,
+        jobs.c.batch_id,
+        _column,
+        sqlite_where=_column.is_not(None),
+        postgresql_where=_column.is_not(None),
+    )
+# Fair share: the waiting users of a queue (skip-scan) and each one's next job.
+sa.Index("ix_jobs_fair", jobs.c.queue, jobs.c.status, jobs.c.owner, jobs.c.priority, jobs.c.seq)
 sa.Index("ix_jobs_created", jobs.c.created)
 sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
 
@@ -208,3 +229,45 @@ workers = sa.Table(
     sa.Column("started", UTCDateTime, nullable=False),
     sa.Column("last_seen", UTCDateTime, nullable=False),
 )
+
+# Notifications (DESIGN §14) and OGC subscriber callbacks: what to tell whom when a job or
+# a batch ends. The executor side's delivery loop fires a subscription once its job or
+# batch is over, turning it into deliveries, so a restart in between loses nothing.
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=True, index=True),
+    sa.Column("batch_id", sa.String(36), nullable=True, index=True),
+    sa.Column("email", sa.JSON, nullable=False),  # addresses
+    sa.Column("webhook", sa.Text, nullable=True),
+    sa.Column("events", sa.JSON, nullable=False),  # notify.on: finished, failed
+    sa.Column("ogc_uris", sa.JSON, nullable=True),  # OGC subscriber: successUri, ...
+    sa.Column("base_url", sa.Text, nullable=False),  # for the links of the documents sent
+    # pending -> (started, OGC inProgressUri sent) -> fired
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("fired", UTCDateTime, nullable=True),
+)
+sa.Index("ix_subscriptions_state", subscriptions.c.state)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscription_id", sa.Integer, nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # email | webhook
+    sa.Column("target", sa.Text, nullable=False),  # URL, or comma-separated addresses
+    sa.Column("subject", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # pending | sent | failed
+    sa.Column("tries", sa.Integer, nullable=False),
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime, nullable=True),  # a sender holds it until then
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("sent", UTCDateTime, nullable=True),
+)
+sa.Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_at)

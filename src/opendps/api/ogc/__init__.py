@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from opendps.api.ogc.callbacks import Notifier
 from opendps.api.ogc.execute import DEFAULT_SYNC_WAIT, router
 from opendps.api.ogc.openapi import install_openapi
 from opendps.service.packages import cwl_available
@@ -21,7 +20,6 @@ CWL_CLASSES = [PART2 + "cwl", PART2 + "ogcapppkg"]
 def install(app: FastAPI) -> None:
     services = app.state.services
     app.include_router(router)
-    app.state.ogc_notifier = Notifier(services)
     app.state.ogc_sync_wait = float(
         getattr(services.settings, "sync_execute_wait", None) or DEFAULT_SYNC_WAIT
     )

@@ -48,6 +48,7 @@ from opendps.errors import NoSuchProcess, ResultNotReady
 from opendps.models import Job, JobStatus
 from opendps.net.safety import UrlPolicy
 from opendps.service.jobs import Submission
+from opendps.service.notifications import parse_notify
 
 router = APIRouter(tags=["processes"])
 DEFAULT_SYNC_WAIT = 300.0  # seconds a synchronous execution waits before answering 201
@@ -108,6 +109,7 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
     inputs, as_sent = decode_inputs(description["inputs"], body.raw_inputs)
     modes = requested_outputs(description["outputs"], body.outputs)
     subscriber = check_subscriber(body.subscriber, UrlPolicy.from_settings(services.settings))
+    notify = parse_notify(body.notify, services.settings)
     max_wait = getattr(request.app.state, "ogc_sync_wait", DEFAULT_SYNC_WAIT)
     negotiated = negotiate(description["jobControlOptions"], prefer_tokens(request), max_wait)
     submission = Submission(
@@ -125,8 +127,13 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
         },
     )
     job = await run_in_threadpool(lambda: services.jobs.submit(submission, owner=user))
-    if not job.deduped and subscriber:
-        request.app.state.ogc_notifier.watch(job.id, subscriber, base, user)
+    if not job.deduped and (notify is not None or subscriber):
+        # Sent by the executor side's delivery loop (executors/delivery.py).
+        await run_in_threadpool(
+            lambda: services.jobs.subscribe(
+                job.id, user, base_url=base, notify=notify, ogc_uris=subscriber or None
+            )
+        )
     if negotiated.synchronous:
         job = await run_in_threadpool(services.jobs.wait, job.id, user, negotiated.wait)
         if job.status.terminal:
