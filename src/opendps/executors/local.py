@@ -78,8 +78,11 @@ class LocalExecutor:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        from opendps.runner import limits
+
         self._announce_box()
         self.recover()
+        limits.remove_stale_job_cgroups()  # after recovery has ended what it had to
         if self.run_builds:
             self.services.catalog.requeue_interrupted_builds()
             for n in range(max(1, self.settings.build_slots)):
