@@ -81,10 +81,12 @@ class LocalExecutor:
 
     def start(self) -> None:
         from opendps.executors.delivery import DeliveryLoop
+        from opendps.runner import limits
 
         self._announce_box()
         self.beat()
         self.recover()
+        limits.remove_stale_job_cgroups()  # after recovery has ended what it had to
         self._deliveries = DeliveryLoop(self.services)
         self._deliveries.start()
         if self.run_builds:

@@ -220,6 +220,8 @@ def _popen(
             steps.append(limits.rlimit_preexec(memory_limit))
         if user is not None:  # last: joining the cgroup needs root
             steps.append(_drop_to(user))
+        if _PRCTL is not None:  # after the uid change, which would clear it
+            steps.append(_die_with_parent)
         preexec = _chain(steps) if steps else None
         return subprocess.Popen(
             list(argv),
@@ -232,6 +234,26 @@ def _popen(
             preexec_fn=preexec,
             close_fds=True,
         )
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """The command gets SIGKILL if its supervisor dies (bwrap does the same for a box), so
+    a run never goes on unsupervised; recovery ends the rest through the cgroup."""
+    assert _PRCTL is not None
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _drop_to(user: JobUser) -> Callable[[], None]:

@@ -211,6 +211,36 @@ def find_job_cgroup(name: str) -> JobCgroup | None:
     return group if group.path.is_dir() else None
 
 
+#: An empty job cgroup older than this is a leftover (a supervisor killed before it could
+#: remove it): job cgroups get their first process milliseconds after they are made.
+STALE_CGROUP_SECONDS = 600.0
+
+
+def remove_stale_job_cgroups() -> int:
+    """Remove empty job cgroups left behind (oldest first); answers how many."""
+    base = _cgroup_base()
+    if base is None:
+        return 0
+    folders = [base[1], *(_v1_extra_folders() if base[0] == 1 else ())]
+    removed = 0
+    now = time.time()
+    for folder in folders:
+        try:
+            children = [c for c in folder.iterdir() if c.is_dir()]
+        except OSError:
+            continue
+        for child in children:
+            group = JobCgroup(child, base[0])
+            try:
+                old = now - child.stat().st_mtime > STALE_CGROUP_SECONDS
+                if old and not group.pids():
+                    child.rmdir()
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def describe_limits() -> str:
     """How this host limits jobs, for the start-up log: e.g. "cgroup-v1 (memory, pids, cpu)"."""
     base = _cgroup_base()
