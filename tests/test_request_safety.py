@@ -106,7 +106,7 @@ def test_batch_and_execution_priorities_that_are_not_0_to_9_are_400(
     )
 
 
-@pytest.mark.parametrize("path", ["/jobs", "/processes", "/ui/jobs"])
+@pytest.mark.parametrize("path", ["/jobs", "/processes", "/ui/jobs", "/ui/processes"])
 @pytest.mark.parametrize("seq", [10**23, -1, "x", 1.5, None])
 def test_forged_cursors_are_400(api: TestClient, path: str, seq: object) -> None:
     response = api.get(path, params={"next": cursor(seq)})

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -42,8 +43,26 @@ def describe_error(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}"
 
 
+MAX_FLOW_DEPTH = 64  # nested [ and {; PyYAML takes seconds to fail on 20,000 of them
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` (brackets inside quoted strings count too: an
+    over-estimate, which only matters beyond MAX_FLOW_DEPTH)."""
+    depth = deepest = 0
+    for char in _NOT_BRACKETS.sub("", text):
+        depth = depth + 1 if char in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_yaml(text: str | bytes, what: str = "document") -> Any:
     """Parse one YAML (or JSON) document; InvalidSpec (400) naming where it is wrong."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise InvalidSpec(f"the {what} is nested more than {MAX_FLOW_DEPTH} levels deep")
     try:
         return yaml.load(text, Loader=_PlainLoader)
     except _AnchorsRefused as exc:
