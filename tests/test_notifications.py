@@ -240,6 +240,22 @@ def test_a_job_sends_one_email_and_one_webhook_when_it_ends(
     assert (status["jobID"], status["status"]) == (job_id, "failed")
 
 
+def test_a_job_that_runs_a_while_is_told_of_at_its_end_not_before(
+    dps: Services, loop: DeliveryLoop, hooks: Hooks
+) -> None:
+    submitted = dps.jobs.submit(Submission(process_id=PROCESS, inputs={"name": "x"}), owner="u")
+    dps.notification_store.subscribe(
+        "u", base_url="http://x", job_ids=[submitted.id], webhook=hooks.url("j")
+    )
+    running = dps.job_store.claim_next({"big": 50}, host="t", worker="w")
+    assert running is not None and running.id == submitted.id
+    time.sleep(1.0)  # the loop turns about ten times while the job runs
+    assert hooks.of("j") == []
+    dps.job_store.transition(running.id, JobStatus.SUCCESSFUL, allowed_from=[JobStatus.RUNNING])
+    wait_until(lambda: hooks.of("j"), 20, what="the job's webhook")
+    assert hooks.of("j")[0]["status"] == "successful"
+
+
 def test_a_webhook_that_fails_twice_is_tried_again_until_it_answers(
     dps: Services, loop: DeliveryLoop, hooks: Hooks
 ) -> None:
