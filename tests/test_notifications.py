@@ -27,7 +27,7 @@ from opendps.service.context import Services
 from opendps.service.jobs import Submission
 from opendps.service.notifications import Notify
 from opendps.settings import QueueConfig
-from tests.support.dps import fast_settings, wait_until
+from tests.support.dps import BACKENDS, fast_settings, wait_until
 from tests.support.live_server import free_port
 
 PROCESS = "hello-world:1.0.0"
@@ -111,9 +111,12 @@ def hooks() -> Iterator[Hooks]:
     server.close()
 
 
-def open_services(data_dir: Path, smtp_port: int | None = None) -> Services:
+def open_services(
+    data_dir: Path, smtp_port: int | None = None, db_url: str | None = None
+) -> Services:
     settings = fast_settings(
         data_dir,
+        **({"database_url": db_url} if db_url else {}),
         queues=QUEUES,
         smtp_url=f"smtp://127.0.0.1:{smtp_port}" if smtp_port else None,
         mail_from="dps@example.org",
@@ -240,6 +243,22 @@ def test_a_job_sends_one_email_and_one_webhook_when_it_ends(
     assert (status["jobID"], status["status"]) == (job_id, "failed")
 
 
+def test_a_job_that_runs_a_while_is_told_of_at_its_end_not_before(
+    dps: Services, loop: DeliveryLoop, hooks: Hooks
+) -> None:
+    submitted = dps.jobs.submit(Submission(process_id=PROCESS, inputs={"name": "x"}), owner="u")
+    dps.notification_store.subscribe(
+        "u", base_url="http://x", job_ids=[submitted.id], webhook=hooks.url("j")
+    )
+    running = dps.job_store.claim_next({"big": 50}, host="t", worker="w")
+    assert running is not None and running.id == submitted.id
+    time.sleep(1.0)  # the loop turns about ten times while the job runs
+    assert hooks.of("j") == []
+    dps.job_store.transition(running.id, JobStatus.SUCCESSFUL, allowed_from=[JobStatus.RUNNING])
+    wait_until(lambda: hooks.of("j"), 20, what="the job's webhook")
+    assert hooks.of("j")[0]["status"] == "successful"
+
+
 def test_a_webhook_that_fails_twice_is_tried_again_until_it_answers(
     dps: Services, loop: DeliveryLoop, hooks: Hooks
 ) -> None:
@@ -275,16 +294,17 @@ def test_a_slow_endpoint_delays_no_other(dps: Services, loop: DeliveryLoop, hook
     assert time.monotonic() - started < 3.0
 
 
+@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 def test_a_restart_between_the_last_jobs_end_and_the_delivery_still_delivers_once(
-    tmp_path: Path, mailbox: Mailbox, hooks: Hooks
+    tmp_path: Path, mailbox: Mailbox, hooks: Hooks, db_url: str | None
 ) -> None:
     data_dir = tmp_path / "dps"
-    before = open_services(data_dir, mailbox.port)
+    before = open_services(data_dir, mailbox.port, db_url)
     batch_id = submit_batch(before, 2, Notify(email=("ada@example.org",), webhook=hooks.url("b")))
     run_all(before, [OK, OK])  # the batch ended while no delivery loop ran (a crash)
     before.close()
 
-    after = open_services(data_dir, mailbox.port)  # the restart: two executors at once
+    after = open_services(data_dir, mailbox.port, db_url)  # the restart: two executors at once
     loops = [DeliveryLoop(after, interval=0.05), DeliveryLoop(after, interval=0.05)]
     try:
         for delivery in loops:

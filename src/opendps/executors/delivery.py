@@ -97,8 +97,10 @@ class DeliveryLoop:
         if sub.ogc_uris is not None:
             self._fire_ogc(sub, job)
             return
+        if not job.status.terminal:
+            return  # not over yet (it ended and was retried since it was found)
         new = []
-        if job.status.terminal and wanted(sub.events, job.status != JobStatus.SUCCESSFUL):
+        if wanted(sub.events, job.status != JobStatus.SUCCESSFUL):
             new = self._job_deliveries(sub, job)
         self.store.fire(sub.id, sub.state, FIRED, new)
 

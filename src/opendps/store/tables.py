@@ -243,7 +243,8 @@ subscriptions = sa.Table(
     sa.Column("email", sa.JSON, nullable=False),  # addresses
     sa.Column("webhook", sa.Text, nullable=True),
     sa.Column("events", sa.JSON, nullable=False),  # notify.on: finished, failed
-    sa.Column("ogc_uris", sa.JSON, nullable=True),  # OGC subscriber: successUri, ...
+    # OGC subscriber: successUri, ...; NULL (not JSON null) for other subscriptions
+    sa.Column("ogc_uris", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("base_url", sa.Text, nullable=False),  # for the links of the documents sent
     # pending -> (started, OGC inProgressUri sent) -> fired
     sa.Column("state", sa.String(20), nullable=False),
