@@ -54,6 +54,7 @@ from opendps.executors.recovery import (
 from opendps.models import JobStatus
 
 if TYPE_CHECKING:
+    from opendps.executors.delivery import DeliveryLoop
     from opendps.models import Job
     from opendps.service.context import Services
     from opendps.settings import Settings
@@ -107,6 +108,7 @@ class CeleryDispatcher:
         self.services = services
         self.app = celery_app(services.settings)
         self._stop = threading.Event()
+        self._deliveries: DeliveryLoop | None = None
         self._threads: list[threading.Thread] = []
 
     # -- publishing -----------------------------------------------------------------------
@@ -165,13 +167,20 @@ class CeleryDispatcher:
                 return
 
     def start(self, *, run_builds: bool) -> None:
-        """The maintenance loop (and, in the API server, the build loop) in threads."""
+        """The maintenance loop, the delivery loop (notifications and OGC callbacks; every
+        process may run one, deliveries are leased) and, in the API server, the build
+        slots, in threads."""
+        from opendps.executors.delivery import DeliveryLoop
+
         self._spawn(self._sweep_loop, "dps-celery-sweeper")
+        self._deliveries = DeliveryLoop(self.services)
+        self._deliveries.start()
         if run_builds:
             from opendps.executors.builds import build_loop
 
             self.services.catalog.requeue_interrupted_builds()
-            self._spawn(lambda: build_loop(self.services, self._stop), "dps-builds")
+            for n in range(max(1, self.services.settings.build_slots)):
+                self._spawn(lambda: build_loop(self.services, self._stop), f"dps-builds-{n}")
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -189,6 +198,8 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         self._stop.set()
+        if self._deliveries is not None:
+            self._deliveries.stop()
         self.services.work_available.set()
         for thread in self._threads:
             thread.join(5)
