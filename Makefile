@@ -18,11 +18,12 @@ install: $(STAMP)
 server: $(STAMP)
 	$(BIN)/dps server $(ARGS)
 
-## Run the whole test suite (and the linter)
+## Run the whole test suite (and the linter); PYTEST_WORKERS=0 runs it in one process
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
