@@ -2,7 +2,7 @@
 and reports what it reached. Every attempt must fail with ``isolation: bwrap``.
 
 ``isolation: process`` runs the same attacks; what that mode cannot stop is listed in
-``PROCESS_LACKS`` (and in docs/security-jobs.md), and everything else must fail there too.
+``PROCESS_LACKS`` (and in docs/security.md), and everything else must fail there too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.support.box import BoxedDPS
 from tests.support.dps import wait_until
 
 #: Attacks that ``isolation: process`` does not stop (it has no PID namespace, and all
-#: jobs share one job user): documented in docs/security-jobs.md.
+#: jobs share one job user): documented in docs/security.md.
 PROCESS_LACKS = {"read_other_environ", "signal_other_jobs"}
 ATTACKS = {
     "read_secret_key",

@@ -139,7 +139,7 @@ class LocalExecutor:
             log.warning(
                 "isolation is 'process': jobs are not boxed (no private /proc, /tmp or mount "
                 "namespace; they can see the host's files that %s can read). Install "
-                "bubblewrap for the job box (docs/security-jobs.md).",
+                "bubblewrap for the job box (docs/security.md).",
                 user,
                 extra={"action": "isolation_warning"},
             )

@@ -325,7 +325,7 @@ def _execute(
         env["PYTHONPATH"] = _opendps_path()
         state.metrics["container"] = where
         # cwltool starts rootful podman for each tool, which cannot run inside the job's
-        # box: the container is the tool's box then (docs/security-jobs.md says so).
+        # box: the container is the tool's box then (docs/security.md says so).
         state.unboxed = where.startswith("podman")
     else:
         try:

@@ -26,7 +26,7 @@ reading the data dir.
 
 ``process`` isolation starts the command directly, as the job user when the server is
 root (dropped in the child before exec). It has no mount or PID namespace: see
-docs/security-jobs.md for what it lacks.
+docs/security.md for what it lacks.
 """
 
 from __future__ import annotations
