@@ -306,8 +306,14 @@ class AlgorithmService:
         parent = self.settings.builds_dir / algorithm.name / algorithm.version
         if not parent.exists() or self.job_store.active_jobs_of_algorithm(algorithm.id):
             return
+        # Builds run in several slots: a superseded build that ends after the current one
+        # must not remove the current one's folder (nor any newer one).
+        current = self.catalog.get_algorithm_by_id(algorithm.id).build
+        newest = max(keep, current.id if current else keep)
         for child in parent.iterdir():
-            if child.name != str(keep) and child.name.isdigit() and not self._building(child):
+            if not child.name.isdigit() or int(child.name) >= newest or int(child.name) == keep:
+                continue
+            if not self._building(child):
                 shutil.rmtree(child, ignore_errors=True)
 
     def _building(self, folder: Path) -> bool:
