@@ -315,10 +315,12 @@ def _start_execute(
     watch: CancelWatch,
 ) -> Any:
     from opendps.runner.execute import execute
+    from opendps.runner.sampling import SampleRecorder
 
     work = state.work
     assert work is not None
-    return execute(
+    series = SampleRecorder(lambda s: services.samples.save_samples(state.job.id, s))
+    result = execute(
         argv,
         cwd=work.root,
         env=env,
@@ -331,7 +333,10 @@ def _start_execute(
         cancel_event=watch.event,
         job_id=state.job.id,
         on_start=lambda pid: _record_run_pid(work, pid),
+        on_sample=series.observe,
     )
+    series.flush()  # the memory/CPU series of the job page's chart
+    return result
 
 
 def _record_run_pid(work: WorkDir, pid: int) -> None:

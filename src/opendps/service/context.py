@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from opendps.settings import Settings
-from opendps.store import AccountStore, CatalogStore, Database, JobStore
+from opendps.store import AccountStore, CatalogStore, Database, JobStore, SampleStore
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -40,6 +40,7 @@ class Services:
         self.job_store = JobStore(self.db)
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
+        self.samples = SampleStore(self.db)
         self.secret_key = load_secret_key(settings)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
         self.work_available = threading.Event()

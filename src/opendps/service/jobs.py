@@ -273,7 +273,8 @@ class JobService:
             ),
             "exit_code": job.exit_code,
         }
-        return {**base, **job.metrics}
+        # The memory/CPU series over the run (runner/sampling.py), for the job page's chart.
+        return {**base, **job.metrics, "samples": self.services.samples.job_samples(job.id)}
 
     def follow_logs(
         self, job_id: str, *, user: str | None = None, poll: float = 0.5

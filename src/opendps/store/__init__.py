@@ -4,5 +4,6 @@ from opendps.store.accounts import AccountStore
 from opendps.store.catalog import CatalogStore
 from opendps.store.db import Database
 from opendps.store.jobstore import JobFilters, JobStore
+from opendps.store.samples import SampleStore
 
-__all__ = ["AccountStore", "CatalogStore", "Database", "JobFilters", "JobStore"]
+__all__ = ["AccountStore", "CatalogStore", "Database", "JobFilters", "JobStore", "SampleStore"]

@@ -176,3 +176,13 @@ secrets = sa.Table(
     sa.Column("updated", UTCDateTime, nullable=False),
     sa.UniqueConstraint("owner", "name", name="uq_secrets_owner_name"),
 )
+
+# The memory/CPU series of a job's run (runner/sampling.py), one bounded JSON list per job,
+# apart from the jobs table so that listings never carry it.
+job_samples = sa.Table(
+    "job_samples",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("samples", sa.JSON, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+)
