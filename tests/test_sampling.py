@@ -90,7 +90,10 @@ def test_recorder_saves_while_running_and_a_failing_save_is_harmless() -> None:
 def test_execute_reports_the_tree_memory_to_the_hook(tmp_path: Path) -> None:
     """A real process that holds ~60 MiB for a while: the looks see it."""
     looks: list[tuple[int, float]] = []
-    script = "import time\nx = bytearray(60 * 1024 * 1024)\nt = time.time()\nwhile time.time() - t < 1.2: pass\n"
+    script = (
+        "import time\nx = bytearray(60 * 1024 * 1024)\n"
+        "t = time.time()\nwhile time.time() - t < 1.2: pass\n"
+    )
     result = execute(
         [sys.executable, "-c", script],
         cwd=tmp_path,
