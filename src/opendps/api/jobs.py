@@ -180,7 +180,12 @@ def download_output(
     return StreamingResponse(
         chunks(),
         media_type=_guess(path),
-        headers={"Content-Disposition": f'inline; filename="{filename}"'},
+        # A job's output is anyone's content: shown inline it must not run as our page.
+        headers={
+            "Content-Disposition": f'inline; filename="{filename}"',
+            "Content-Security-Policy": "sandbox",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 

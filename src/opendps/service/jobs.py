@@ -148,14 +148,28 @@ class JobService:
         limit: int = 10,
         cursor: str | None = None,
         offset: int | None = None,
+        sort: str = "-created",
     ) -> Page:
         if not 1 <= limit <= 10000:
             raise InvalidInput(f"limit must be 1..10000; got {limit}")
-        return self.store.list_jobs(filters, limit=limit, cursor=cursor, offset=offset)
+        return self.store.list_jobs(filters, limit=limit, cursor=cursor, offset=offset, sort=sort)
+
+    def count(self, filters: JobFilters) -> int:
+        return self.store.count_jobs(filters)
+
+    def count_by_status(self, filters: JobFilters) -> dict[str, int]:
+        """The status tiles of a listing: its jobs per status, the status filter aside."""
+        return self.store.count_by_status(filters)
 
     def events(self, job_id: str, *, user: str | None = None) -> list:
+        from opendps.service.timeline import history
+
         self.get(job_id, user=user)
-        return self.store.job_events(job_id)
+        return history(self.store.job_events(job_id))  # internal records are not history
+
+    def attempts(self, job_id: str, *, user: str | None = None) -> list:
+        self.get(job_id, user=user)
+        return self.store.attempts(job_id)
 
     # -- cancelling and retrying ----------------------------------------------------------
 
@@ -182,18 +196,40 @@ class JobService:
 
     # -- batches --------------------------------------------------------------------------
 
-    def get_batch(self, batch_id: str) -> Batch:
-        return self.store.get_batch(batch_id)
+    def get_batch(self, batch_id: str, *, user: str | None = None) -> Batch:
+        batch = self.store.get_batch(batch_id)
+        auth = user is not None and self.services.settings.auth
+        if auth and batch.owner != user and not self.services.identity.is_admin(user):
+            raise NoSuchJob(f"no batch with id {batch_id!r}")  # as if it did not exist
+        return batch
 
-    def cancel_batch(self, batch_id: str) -> Batch:
+    def list_batches(self, *, user: str, limit: int = 25, cursor: str | None = None) -> Page:
+        """The batches a user may see: their own; everyone's for admins or with auth off."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be 1..1000; got {limit}")
+        settings = self.services.settings
+        owner = user if settings.auth and not self.services.identity.is_admin(user) else None
+        return self.store.list_batches(owner=owner, limit=limit, cursor=cursor)
+
+    def cancel_batch(self, batch_id: str, *, user: str | None = None) -> Batch:
+        self.get_batch(batch_id, user=user)
         for job_id in self.store.batch_job_ids(batch_id, [JobStatus.ACCEPTED, JobStatus.RUNNING]):
             self.store.request_cancel(job_id)
+        self.services.work_available.set()
         return self.store.get_batch(batch_id)
 
-    def retry_batch(self, batch_id: str) -> list[Job]:
-        """Resubmit the batch's failed and dismissed jobs (as new jobs of the same batch? no:
-        as new jobs; the originals keep their history)."""
-        ids = self.store.batch_job_ids(batch_id, [JobStatus.FAILED, JobStatus.DISMISSED])
+    def retry_batch(
+        self,
+        batch_id: str,
+        *,
+        user: str | None = None,
+        reasons: Sequence[Reason] | None = None,
+    ) -> list[Job]:
+        """Resubmit the batch's failed and dismissed jobs (only those that ended with one of
+        ``reasons``, if given) as a new batch; the originals keep their history."""
+        self.get_batch(batch_id, user=user)
+        statuses = [JobStatus.FAILED, JobStatus.DISMISSED]
+        ids = self.store.batch_job_ids(batch_id, statuses, reasons=reasons)
         jobs = [self.store.get_job(i) for i in ids]
         if not jobs:
             return []

@@ -11,7 +11,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +44,25 @@ class JobFilters:
     job_ids: tuple[str, ...] = ()
     priority: int | None = None
     finished_after: datetime | None = None
+    text: str | None = None  # free text: a job id's beginning, or part of its tag
+    after_seq: int | None = None  # only jobs submitted after this one (newer than a page's top)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Orders of list_jobs: name -> the column (nulls as -1, so keyset comparisons hold).
+SORTS: dict[str, Any] = {
+    "created": jobs.c.seq,
+    "process": jobs.c.algorithm,
+    "status": jobs.c.status,
+    "queue": jobs.c.queue,
+    "priority": jobs.c.priority,
+    "duration": sa.func.coalesce(jobs.c.duration, -1.0),
+}
+DEFAULT_SORT = "-created"
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _job_from_row(row: Mapping[str, Any]) -> Job:
@@ -80,18 +98,50 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
     )
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
+def encode_cursor(seq: int, value: Any = None) -> str:
+    """The last item's insertion order (and its sort value when sorted by another column)."""
+    data: dict[str, Any] = {"s": seq} if value is None else {"s": seq, "v": value}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def _decode(cursor: str) -> dict[str, Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return int(json.loads(base64.urlsafe_b64decode(padded))["s"])
+        data = json.loads(base64.urlsafe_b64decode(padded))
+        int(data["s"])
+        return data
     except Exception as exc:
         from opendps.errors import InvalidInput
 
         raise InvalidInput(f"next: {cursor!r} is not a cursor this server issued") from exc
+
+
+def decode_cursor(cursor: str) -> int:
+    return int(_decode(cursor)["s"])
+
+
+def _sort_value(key: str, row: Mapping[str, Any]) -> Any:
+    if key == "process":
+        return row["algorithm"]
+    if key == "duration":
+        return -1.0 if row["duration"] is None else row["duration"]
+    return row[key]
+
+
+def _after(cursor: str, key: str, column: Any, descending: bool) -> sa.ColumnElement[bool]:
+    """Rows after the cursor's row in the listing's order."""
+    data = _decode(cursor)
+    seq = int(data["s"])
+    if key == "created":
+        return jobs.c.seq < seq if descending else jobs.c.seq > seq
+    if "v" not in data:
+        from opendps.errors import InvalidInput
+
+        raise InvalidInput("next: this cursor belongs to a listing in another order")
+    value = data["v"]
+    if descending:
+        return sa.or_(column < value, sa.and_(column == value, jobs.c.seq < seq))
+    return sa.or_(column > value, sa.and_(column == value, jobs.c.seq > seq))
 
 
 class JobStore:
@@ -239,6 +289,16 @@ class JobStore:
             where.append(jobs.c.priority == f.priority)
         if f.finished_after:
             where.append(jobs.c.finished >= f.finished_after)
+        if f.after_seq is not None:
+            where.append(jobs.c.seq > f.after_seq)
+        if f.text:
+            text = _like(f.text)
+            where.append(
+                sa.or_(
+                    jobs.c.id.like(f"{text}%", escape="\\"),
+                    jobs.c.tag.like(f"%{text}%", escape="\\"),
+                )
+            )
         return where
 
     def list_jobs(
@@ -249,12 +309,25 @@ class JobStore:
         cursor: str | None = None,
         offset: int | None = None,
         count: bool = True,
+        sort: str = DEFAULT_SORT,
     ) -> Page:
-        """Newest first, by insertion order; ``cursor`` continues after the last item."""
+        """Newest first by insertion order, or by ``sort`` (``name`` ascending, ``-name``
+        descending, ties in insertion order); ``cursor`` continues after the last item, so
+        pages stay stable while jobs are added."""
+        descending, key = sort.startswith("-"), sort.lstrip("-")
+        if key not in SORTS:
+            from opendps.errors import InvalidInput
+
+            raise InvalidInput(f"sort: {sort!r} is not one of {', '.join(SORTS)} (or -name)")
+        column = SORTS[key]
         where = self._where(filters)
-        query = sa.select(jobs).where(*where).order_by(jobs.c.seq.desc()).limit(limit + 1)
+        if key == "created":
+            order = [jobs.c.seq.desc() if descending else jobs.c.seq.asc()]
+        else:
+            order = [column.desc(), jobs.c.seq.desc()] if descending else [column, jobs.c.seq]
+        query = sa.select(jobs).where(*where).order_by(*order).limit(limit + 1)
         if cursor:
-            query = query.where(jobs.c.seq < decode_cursor(cursor))
+            query = query.where(_after(cursor, key, column, descending))
         elif offset:
             query = query.offset(offset)
         with self.db.read() as conn:
@@ -267,8 +340,22 @@ class JobStore:
                 else -1
             )
         items = [_job_from_row(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].seq) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            value = None if key == "created" else _sort_value(key, last)
+            next_cursor = encode_cursor(items[-1].seq, value)
         return Page(items=items, number_matched=total, next_cursor=next_cursor)
+
+    def count_by_status(self, filters: JobFilters) -> dict[str, int]:
+        """How many jobs match ``filters`` (its statuses aside) in each status: one query."""
+        where = self._where(replace(filters, statuses=()))
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.status, sa.func.count()).where(*where).group_by(jobs.c.status)
+            ).all()
+        found = dict(rows)
+        return {s.value: found.get(s.value, 0) for s in JobStatus}
 
     def count_jobs(self, filters: JobFilters) -> int:
         with self.db.read() as conn:
@@ -653,18 +740,78 @@ class JobStore:
             total=row["total"],
         )
 
-    def batch_job_ids(self, batch_id: str, statuses: Iterable[JobStatus]) -> list[str]:
+    def batch_job_ids(
+        self,
+        batch_id: str,
+        statuses: Iterable[JobStatus],
+        reasons: Iterable[Reason] | None = None,
+    ) -> list[str]:
+        where = [jobs.c.batch_id == batch_id, jobs.c.status.in_([s.value for s in statuses])]
+        if reasons is not None:
+            where.append(jobs.c.reason.in_([r.value for r in reasons]))
         with self.db.read() as conn:
             return list(
-                conn.execute(
-                    sa.select(jobs.c.id)
-                    .where(
-                        jobs.c.batch_id == batch_id,
-                        jobs.c.status.in_([s.value for s in statuses]),
-                    )
-                    .order_by(jobs.c.seq)
-                ).scalars()
+                conn.execute(sa.select(jobs.c.id).where(*where).order_by(jobs.c.seq)).scalars()
             )
+
+    def list_batches(
+        self, *, owner: str | None = None, limit: int = 25, cursor: str | None = None
+    ) -> Page:
+        """Newest first (keyset on creation time and id), each with its counts per status."""
+        where = [batches.c.owner == owner] if owner else []
+        query = sa.select(batches).where(*where)
+        if cursor:
+            created, batch_id = _decode_batch_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    batches.c.created < created,
+                    sa.and_(batches.c.created == created, batches.c.id < batch_id),
+                )
+            )
+        query = query.order_by(batches.c.created.desc(), batches.c.id.desc()).limit(limit + 1)
+        with self.db.read() as conn:
+            rows = conn.execute(query).mappings().all()
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(batches).where(*where)
+            ).scalar_one()
+            shown = rows[:limit]
+            counts: dict[str, dict[str, int]] = {r["id"]: {} for r in shown}
+            if shown:
+                for batch_id, status, n in conn.execute(
+                    sa.select(jobs.c.batch_id, jobs.c.status, sa.func.count())
+                    .where(jobs.c.batch_id.in_(list(counts)))
+                    .group_by(jobs.c.batch_id, jobs.c.status)
+                ).all():
+                    counts[batch_id][status] = n
+        items = [
+            Batch(
+                id=r["id"],
+                owner=r["owner"],
+                created=r["created"],
+                counts={s.value: counts[r["id"]].get(s.value, 0) for s in JobStatus},
+                total=r["total"],
+            )
+            for r in shown
+        ]
+        last = shown[-1] if len(rows) > limit else None
+        next_cursor = _encode_batch_cursor(last["created"], last["id"]) if last else None
+        return Page(items=items, number_matched=total, next_cursor=next_cursor)
+
+
+def _encode_batch_cursor(created: datetime, batch_id: str) -> str:
+    raw = json.dumps({"c": created.isoformat(), "i": batch_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_batch_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(value["c"]), str(value["i"])
+    except Exception as exc:
+        from opendps.errors import InvalidInput
+
+        raise InvalidInput(f"next: {cursor!r} is not a cursor this server issued") from exc
 
 
 def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:

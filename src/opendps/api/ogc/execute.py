@@ -50,9 +50,9 @@ from opendps.api.ogc.results import (
 from opendps.errors import NoSuchProcess, ResultNotReady
 from opendps.models import Job, JobStatus
 from opendps.service.jobs import Submission
+from opendps.service.timeline import REQUEST_EVENT
 
 router = APIRouter(tags=["processes"])
-REQUEST_EVENT = "execute request: "
 DEFAULT_SYNC_WAIT = 300.0  # seconds a synchronous execution waits before answering 201
 
 
