@@ -126,9 +126,14 @@ def right_size(
             more = bigger[0]
             return f"{head}: close to the limit; {more.name} has {size_words(more.memory)}"
         return f"{head}: close to the limit"
+
+    # Among queues of one size, prefer one whose time limit is no shorter than this one's.
+    def shorter(q: QueueConfig) -> bool:
+        return q.time_limit is not None and (queue.time_limit or 1e18) > q.time_limit
+
     smaller = sorted(
         (q for q in queues if q.memory and peak * HEADROOM <= q.memory < queue.memory),
-        key=lambda q: q.memory,
+        key=lambda q: (q.memory, shorter(q)),
     )
     if smaller:
         q = smaller[0]

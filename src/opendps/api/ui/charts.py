@@ -16,16 +16,25 @@ LEFT, RIGHT, TOP, BOTTOM = 64.0, 52.0, 14.0, 30.0  # room for axis labels
 
 
 def _nice_ceiling(value: float) -> float:
-    """1, 2 or 5 times a power of two/ten above ``value`` (a tidy top of an axis)."""
+    """The smallest tidy number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of
+    ten) at or above ``value``: the top of an axis."""
     if value <= 0:
         return 1.0
     step = 1.0
     while step * 10 <= value:
         step *= 10
-    for factor in (1, 2, 2.5, 5, 10):
+    while step > value:
+        step /= 10
+    for factor in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if step * factor >= value:
             return step * factor
     return step * 10  # pragma: no cover
+
+
+def _nice_bytes(value: float) -> float:
+    """A tidy top for the memory axis, in whole MiB or GiB steps."""
+    unit = 1024.0**3 if value >= 1024**3 else 1024.0**2
+    return _nice_ceiling(value / unit) * unit
 
 
 def _time_label(seconds: float) -> str:
@@ -45,8 +54,8 @@ def memory_chart(samples: list[dict[str, Any]], memory_limit: int | None) -> dic
     peak = max(int(s["rss_bytes"]) for s in samples)
     # The limit is drawn when it is within reach (at most 4x the peak), else noted in words.
     limit_on_chart = bool(memory_limit) and memory_limit <= max(peak, 1) * 4
-    mem_top = float(max(peak, memory_limit if limit_on_chart and memory_limit else 0)) * 1.1
-    mem_top = mem_top or 1.0
+    highest = float(max(peak, memory_limit if limit_on_chart and memory_limit else 0))
+    mem_top = _nice_bytes(highest * 1.05) if highest else 1.0
     cpu_top = _nice_ceiling(max(100.0, max(float(s["cpu_percent"]) for s in samples)))
 
     def x(t: float) -> float:
@@ -91,7 +100,7 @@ def memory_chart(samples: list[dict[str, Any]], memory_limit: int | None) -> dic
         "points": len(samples),
         "duration": duration,
         "summary": (
-            f"Memory peaked at {size_words(peak)}"
+            f"Sampled memory (RSS) peaked at {size_words(peak)}"
             + (f" of the queue's {size_words(memory_limit)}" if memory_limit else "")
             + f"; CPU peaked at {max(float(s['cpu_percent']) for s in samples):.0f}% of one core"
             + f", over {_time_label(duration)} ({len(samples)} samples)."
