@@ -149,10 +149,14 @@ class JobService:
         cursor: str | None = None,
         offset: int | None = None,
         sort: str = "-created",
+        count: bool = True,
     ) -> Page:
+        """``count=False`` skips ``number_matched`` (-1), for callers that count otherwise."""
         if not 1 <= limit <= 10000:
             raise InvalidInput(f"limit must be 1..10000; got {limit}")
-        return self.store.list_jobs(filters, limit=limit, cursor=cursor, offset=offset, sort=sort)
+        return self.store.list_jobs(
+            filters, limit=limit, cursor=cursor, offset=offset, sort=sort, count=count
+        )
 
     def count(self, filters: JobFilters) -> int:
         return self.store.count_jobs(filters)

@@ -138,6 +138,10 @@ sa.Index("ix_jobs_tag_seq", jobs.c.tag, jobs.c.seq)
 sa.Index("ix_jobs_batch_seq", jobs.c.batch_id, jobs.c.seq)
 sa.Index("ix_jobs_created", jobs.c.created)
 sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
+# Covering indexes of the pages' counts: a batch's jobs per status (batch lists), and the
+# queues' depth, running and oldest wait (GET /queues, the dashboard).
+sa.Index("ix_jobs_batch_status", jobs.c.batch_id, jobs.c.status)
+sa.Index("ix_jobs_status_queue_created", jobs.c.status, jobs.c.queue, jobs.c.created)
 
 job_attempts = sa.Table(
     "job_attempts",

@@ -19,7 +19,7 @@ from opendps.api.ui.jobs import job_row, run_time
 from opendps.api.ui.render import ENV, check_same_origin, format_duration, render, ui_user
 from opendps.api.ui.render import format_bytes as size
 from opendps.errors import OpenDPSError
-from opendps.models import Job
+from opendps.models import Job, JobStatus
 from opendps.service.queues import why_waiting
 from opendps.service.timeline import bar_segments, explain, right_size, timeline
 
@@ -169,7 +169,11 @@ def job_page(
             "spans": spans,
             "bar": bar_segments(spans),
             "explanation": explain(job, queue),
-            "waiting": why_waiting(services, job, queue_document(request, job.queue)),
+            "waiting": (
+                why_waiting(services, job, queue_document(request, job.queue))
+                if job.status == JobStatus.ACCEPTED
+                else None
+            ),
             "hint": right_size(metrics.get("peak_memory_bytes"), queue, settings.queues),
             "metrics": {k: v for k, v in metrics.items() if k != "samples"},
             "metric_rows": metric_rows(metrics),

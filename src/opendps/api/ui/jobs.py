@@ -163,10 +163,12 @@ def job_list(request: Request) -> HTMLResponse:
     if error is None:
         try:
             owner = owner_scope(request, user)
-            page = services.jobs.list(
-                list_filters(owner, form), limit=limit, cursor=cursor, sort=sort
-            )
-            counts = services.jobs.count_by_status(list_filters(owner, form, with_status=False))
+            filters = list_filters(owner, form)
+            page = services.jobs.list(filters, limit=limit, cursor=cursor, sort=sort, count=False)
+            # The tiles count every status; the total is theirs (one query, not two).
+            counts = services.jobs.count_by_status(replace(filters, statuses=()))
+            matched = [s.value for s in filters.statuses] or list(counts)
+            page = replace(page, number_matched=sum(counts[s] for s in matched))
         except InvalidInput as exc:
             error = exc.message
     params = [(k, v) for k, v in form.items() if v]

@@ -1,4 +1,4 @@
-"""job_samples: the memory/CPU series of each job's run
+"""job_samples: the memory/CPU series of each job's run; covering indexes for the UI's counts
 
 Revision ID: 0006
 Revises: 0001
@@ -23,7 +23,11 @@ def upgrade() -> None:
         sa.Column("updated", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("job_id"),
     )
+    op.create_index("ix_jobs_batch_status", "jobs", ["batch_id", "status"])
+    op.create_index("ix_jobs_status_queue_created", "jobs", ["status", "queue", "created"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_status_queue_created", table_name="jobs")
+    op.drop_index("ix_jobs_batch_status", table_name="jobs")
     op.drop_table("job_samples")
