@@ -32,7 +32,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-WAIT = 120_000  # ms: builds and jobs run for real on a shared machine
+WAIT = 120_000
+# Elements that stick out of the screen (the page must not scroll sideways on a phone;
+# wide tables scroll inside their own box instead).
+WIDER_THAN_SCREEN = """() => {
+  const limit = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth <= limit) return [];
+  return [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > limit + 1 && !e.closest(".table-wrap"))
+    .slice(0, 5).map((e) => e.tagName + "." + e.className + "#" + e.id)
+    .concat(["scrollWidth " + document.documentElement.scrollWidth]);
+}"""  # ms: builds and jobs run for real on a shared machine
 
 RUN = f"""#!{sys.executable}
 import os, sys, time
@@ -125,6 +135,8 @@ class Shots:
         if narrow:
             size = page.viewport_size
             page.set_viewport_size({"width": 390, "height": 844})
+            wide = page.evaluate(WIDER_THAN_SCREEN)
+            assert wide == [], f"{name}: wider than a phone's screen: {wide}"
             phone = self.folder / f"{name}-narrow.png"
             page.screenshot(path=str(phone), full_page=True)
             self.taken.append(phone)
@@ -165,7 +177,7 @@ def test_a_user_does_their_dps_work_in_the_browser(
     yaml_text = page.inner_text("#yaml-preview")
     assert "repository_url:" in yaml_text and "- name: granule" in yaml_text
     shots.take(page, "processes-register", narrow=True)
-    page.click("button[name=action][value=register]")
+    page.click(".register-form .actions button[value=register]")
     page.wait_for_url(f"{base}/ui/processes/granule_stats:main")
     page.wait_for_selector("#build .badge.build-ready")  # the page follows the build
     shots.take(page, "process")
