@@ -248,6 +248,7 @@ def test_a_user_does_their_dps_work_in_the_browser(
     page.wait_for_url("**/ui/jobs/*?done=submitted")
     running_id = page.url.split("/ui/jobs/")[1].split("?")[0]
     expect(page.locator("[data-field=status]")).to_have_text("running", timeout=WAIT)
+    page.locator("#chart svg.series polyline.mem-line").wait_for()  # the chart grows live
     shots.take(page, "job-running")
     page.click("button:has-text('Cancel')")
     page.wait_for_url(f"**/ui/jobs/{running_id}?done=cancel")

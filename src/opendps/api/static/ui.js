@@ -165,6 +165,8 @@
           if (message) message.textContent = job.message || "—";
           var duration = root.querySelector("dd[data-duration]");
           if (duration) duration.textContent = job.duration;
+          var attempt = root.querySelector("[data-attempt-live]");
+          if (attempt && job.status === "running") attempt.textContent = job.duration + " so far";
           var chart = document.getElementById("chart");
           if (chart && job.chart) chart.innerHTML = job.chart;
           if (job.terminal) {
