@@ -451,6 +451,13 @@ def test_register_form_covers_every_maap_field(client: TestClient) -> None:
     ]
     page = client.get("/ui/processes/formed:v1").text
     assert "registry.example/base:1" in page and "5GB" in page
+    assert 'id="build"' in page and "data-live" in page  # queued: the page follows it
+    live = client.get("/ui/live/processes/formed:v1").json()
+    assert live["status"] == "queued" and live["done"] is False
+    client.post("/ui/processes", data=register_fields(algorithm_version="v2"))
+    versions = client.get("/ui/processes/formed:v2").text
+    assert 'id="versions"' in versions
+    assert 'href="/ui/processes/formed:v1"' in versions and "this one" in versions
 
 
 def test_register_form_without_javascript_adds_rows_and_shows_errors(client: TestClient) -> None:
@@ -460,3 +467,17 @@ def test_register_form_without_javascript_adds_rows_and_shows_errors(client: Tes
     bad = client.post("/ui/processes", data=register_fields(algorithm_version="feature/x"))
     assert bad.status_code == 400 and "cannot contain" in bad.text
     assert 'value="formed"' in bad.text
+
+
+def test_with_auth_secrets_are_each_users_own(tmp_path: Path) -> None:
+    app = create_app(fast_settings(tmp_path / "dps", auth=True), run_jobs=False)
+    services: Services = app.state.services
+    ann = {"Authorization": f"Bearer {services.identity.create_user('ann')}"}
+    bob = {"Authorization": f"Bearer {services.identity.create_user('bob')}"}
+    with TestClient(app) as browser:
+        saved = browser.post("/ui/secrets", data={"name": "ANN_KEY", "value": "v1"}, headers=ann)
+        assert saved.status_code == 200 and "ANN_KEY" in saved.text
+        assert "ANN_KEY" not in browser.get("/ui/secrets", headers=bob).text
+        browser.post("/ui/secrets/ANN_KEY/delete", headers=bob)  # bob has none of that name
+        assert services.secrets.get("ann", "ANN_KEY") == "v1"
+        assert browser.get("/ui/secrets").status_code == 401
