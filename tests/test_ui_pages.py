@@ -4,11 +4,16 @@ the CSV batch; and the pure helpers that explain a job."""
 
 from __future__ import annotations
 
+import html as htmllib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -207,9 +212,8 @@ def test_snippets_reproduce_the_job(client: TestClient) -> None:
     assert (
         "dps run-local algorithm.yml \\\n  -i &#39;name=O&#39;&#34;&#39;&#34;&#39;Hara&#39;" in html
     )
-    assert (
-        "client.submit(" in html and "maap.submitJob(" in html and "identifier=&#39;t1&#39;" in html
-    )
+    assert "client.submit(" in html and "maap.submit_job(" in html
+    assert "&#39;dps-worker-8gb&#39;, tag=&#39;t1&#39;" in html
 
 
 # -- the job list ----------------------------------------------------------------------------------
@@ -481,3 +485,22 @@ def test_with_auth_secrets_are_each_users_own(tmp_path: Path) -> None:
         browser.post("/ui/secrets/ANN_KEY/delete", headers=bob)  # bob has none of that name
         assert services.secrets.get("ann", "ANN_KEY") == "v1"
         assert browser.get("/ui/secrets").status_code == 401
+
+
+@pytest.mark.slow
+def test_the_python_snippets_submit_the_job_again(live_server: Any) -> None:
+    """The job page's snippets, run as they are, against a real server."""
+    job_id = live_server.client.submit(HELLO, {"name": "Snip"}, tag="again")["jobID"]
+    live_server.client.wait(job_id, timeout=120)
+    html = httpx.get(f"{live_server.url}/ui/jobs/{job_id}", timeout=30).text
+    for snippet, expect in (("snippet-opendps", "'status': 'successful'"), ("snippet-maap", "")):
+        match = re.search(rf'<pre class="json" id="{snippet}">(.*?)</pre>', html, re.S)
+        assert match, snippet
+        code = htmllib.unescape(match.group(1))
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert expect in done.stdout, done.stdout
+    jobs = live_server.client.list_jobs(tag="again")["jobs"]
+    assert len(jobs) == 3  # the original and one from each snippet

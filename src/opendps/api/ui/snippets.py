@@ -41,19 +41,16 @@ def opendps_python(job: Job, base: str) -> str:
 
 
 def maap_python(job: Job, base: str) -> str:
-    host = base.split("://", 1)[-1]
-    args = [
-        f"    identifier={job.tag or job.id[:8]!r},",
-        f"    algo_id={job.algorithm!r},",
-        f"    version={job.version!r},",
-        f"    queue={job.queue!r},",
-    ]
-    args += [f"    {k}={_value_text(v)!r}," for k, v in job.inputs.items() if k.isidentifier()]
+    """maap-py 5.x (the OGC calls); the server also answers 4.x's ``submitJob``."""
+    inputs = json.dumps(job.inputs, indent=4, ensure_ascii=False)
+    tag = f", tag={job.tag!r}" if job.tag else ""
     return (
         "from maap.maap import MAAP\n\n"
-        f"maap = MAAP(maap_host={host!r})\n"
-        "job = maap.submitJob(\n" + "\n".join(args) + "\n)\n"
-        "print(job.id, job.retrieve_status())\n"
+        f"maap = MAAP(maap_host={base!r})  # scheme included\n"
+        f"response = maap.submit_job(\n    {job.process_id!r},\n    {_indent(inputs)},\n"
+        f"    {job.queue!r}{tag},\n)\n"
+        'job_id = response.json()["jobID"]\n'
+        'print(maap.get_job_status(job_id).json()["status"])\n'
     )
 
 
