@@ -7,6 +7,7 @@
   var CHART_EVERY = 4; // polls of a job between refreshes of its memory/CPU chart
   var BUILD_INTERVAL = 1500; // ms between polls of a build
   var BATCH_INTERVAL = 2000; // ms between polls of a batch's progress
+  var IDLE_POLLS = 20; // list refreshes with no unfinished row before the list rests
 
   function getJSON(url) {
     return fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
@@ -60,11 +61,16 @@
 
   // Job lists: refresh the rows of unfinished jobs in place (rows never move, so the reader
   // keeps their place), the status tiles' counts, and offer newer jobs as a link.
+  var idle = 0;
+  var resting = false;
   function refreshRows() {
     var rows = document.querySelectorAll("tr[data-job][data-live]");
     var list = document.getElementById("job-list");
     var filters = document.getElementById("filters");
     if (!rows.length && !filters) return;
+    // Nothing running here for a while: rest until the tab is shown again.
+    idle = rows.length ? 0 : idle + 1;
+    if (idle > IDLE_POLLS) { resting = true; return; }
     var params = new URLSearchParams();
     rows.forEach(function (row) { params.append("id", row.getAttribute("data-job")); });
     if (filters) {
@@ -265,6 +271,9 @@
     // Logs open at their end, where a run's last words are.
     document.querySelectorAll("pre.log").forEach(function (pre) { pre.scrollTop = pre.scrollHeight; });
     later(refreshRows, LIST_INTERVAL);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && resting) { resting = false; idle = 0; refreshRows(); }
+    });
     var job = document.getElementById("job");
     if (job && job.hasAttribute("data-live")) followJob(job);
     var search = document.querySelector("[data-log-search]");
