@@ -370,6 +370,10 @@ def test_with_auth_batches_are_their_owners_only(tmp_path: Path) -> None:
         assert browser.get(f"/ui/batches/{batch_id}", headers=bob).status_code == 404
         assert browser.post(f"/ui/batches/{batch_id}/cancel", headers=bob).status_code == 404
         assert browser.get(f"/ui/live/batches/{batch_id}", headers=bob).status_code == 404
+        assert browser.get(f"/batches/{batch_id}", headers=bob).status_code == 404  # the API too
+        assert browser.delete(f"/batches/{batch_id}", headers=bob).status_code == 404
+        assert browser.post(f"/batches/{batch_id}/retry", headers=bob).status_code == 404
+        assert browser.get(f"/batches/{batch_id}", headers=ann).status_code == 200
 
 
 # -- queues ----------------------------------------------------------------------------------------

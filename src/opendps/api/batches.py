@@ -77,13 +77,17 @@ async def submit_batch(request: Request, user: str = Depends(current_user)) -> J
 
 
 @router.get("/batches/{batch_id}", summary="Batch counts per status")
-def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
-    return batch_document(services_of(request).jobs.get_batch(batch_id), base_url(request))
+def get_batch(batch_id: str, request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
+    batch = services_of(request).jobs.get_batch(batch_id, user=user)
+    return batch_document(batch, base_url(request))
 
 
 @router.delete("/batches/{batch_id}", summary="Cancel every unfinished job of a batch")
-def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
-    return batch_document(services_of(request).jobs.cancel_batch(batch_id), base_url(request))
+def cancel_batch(
+    batch_id: str, request: Request, user: str = Depends(current_user)
+) -> dict[str, Any]:
+    batch = services_of(request).jobs.cancel_batch(batch_id, user=user)
+    return batch_document(batch, base_url(request))
 
 
 @router.post(
@@ -91,9 +95,9 @@ def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
     status_code=201,
     summary="Resubmit the failed and dismissed jobs of a batch (as a new batch)",
 )
-def retry_batch(batch_id: str, request: Request) -> JSONResponse:
+def retry_batch(batch_id: str, request: Request, user: str = Depends(current_user)) -> JSONResponse:
     services = services_of(request)
-    jobs = services.jobs.retry_batch(batch_id)
+    jobs = services.jobs.retry_batch(batch_id, user=user)
     base = base_url(request)
     if not jobs:
         return JSONResponse(
