@@ -16,7 +16,14 @@ from opendps.service.jobs import JobService
 from opendps.service.policy import Policy
 from opendps.service.secrets import SecretService, check_secret_key, previous_secret_keys
 from opendps.settings import Settings
-from opendps.store import AccountStore, CatalogStore, Database, JobStore, WorkerStore
+from opendps.store import (
+    AccountStore,
+    CatalogStore,
+    Database,
+    JobStore,
+    SampleStore,
+    WorkerStore,
+)
 
 if TYPE_CHECKING:  # opened lazily: fsspec (and S3) only when something is staged or read
     from opendps.executors.celery import CeleryDispatcher
@@ -58,6 +65,7 @@ class Services:
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
         self.worker_store = WorkerStore(self.db)
+        self.samples = SampleStore(self.db)
         where = "secret_key (DPS_SECRET_KEY)" if settings.secret_key else "secret.key"
         self.secret_key = check_secret_key(load_secret_key(settings), where)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
@@ -84,6 +92,7 @@ class Services:
             self.algorithms,
             self.policy,
             self.secrets,
+            self.samples,
             storage=lambda: self.storage,
             work_available=self.work_available,
             on_submitted=self._jobs_submitted,

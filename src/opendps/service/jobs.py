@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from opendps.service.policy import Policy
 from opendps.service.queries import BatchQuery, JobQuery, check_limit
 from opendps.service.secrets import SecretService
 from opendps.settings import Settings
-from opendps.store import JobStore
+from opendps.store import JobStore, SampleStore
 from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class JobService:
         algorithms: AlgorithmService,
         policy: Policy,
         secrets: SecretService,
+        samples: SampleStore,
         *,
         storage: Callable[[], Storage],
         work_available: threading.Event,
@@ -111,6 +112,7 @@ class JobService:
         self.algorithms = algorithms
         self.policy = policy
         self.secrets = secrets
+        self.samples = samples  # the memory/CPU series of each run (metrics' ``samples``)
         self._storage = storage
         self.work_available = work_available
         # Scale-out: the Celery dispatcher publishes new jobs and revokes cancelled ones.
@@ -221,11 +223,18 @@ class JobService:
         check_limit(query.limit)
         if query.offset is not None and not 0 <= query.offset < 2**62:  # the driver overflows
             raise InvalidInput(f"offset must be 0..2**62; got {query.offset}")
+        if query.after_seq is not None and not 0 <= query.after_seq < 2**63:
+            raise InvalidInput(f"after: {query.after_seq} is not a job's place in the list")
         filters = self._filters(query, user)
         if filters is None:
-            return Page(items=[], number_matched=0, next_cursor=None)
+            return Page(items=[], number_matched=0 if query.count else -1, next_cursor=None)
         return self.store.list_jobs(
-            filters, limit=query.limit, cursor=query.cursor, offset=query.offset
+            filters,
+            limit=query.limit,
+            cursor=query.cursor,
+            offset=query.offset,
+            sort=query.sort,
+            count=query.count,
         )
 
     def _filters(self, query: JobQuery, user: str) -> JobFilters | None:
@@ -249,6 +258,9 @@ class JobService:
             finished_after=query.finished_after,
             min_duration=query.min_duration,
             max_duration=query.max_duration,
+            version=query.version,
+            text=query.text or None,
+            after_seq=query.after_seq,
         )
 
     def _process_key(self, process_id: str) -> tuple[str, str | None]:
@@ -264,9 +276,21 @@ class JobService:
                 return algorithm.name, algorithm.version
         return split_process_id(pid)
 
+    def count_by_status(self, query: JobQuery, user: str) -> dict[str, int]:
+        """The status tiles of a listing: how many of the jobs ``user`` may see that match
+        ``query`` (its statuses aside) are in each status; one grouped count."""
+        filters = self._filters(replace(query, statuses=()), user)
+        if filters is None:
+            return {s.value: 0 for s in JobStatus}
+        return self.store.count_by_status(filters)
+
     def events(self, job_id: str, user: str) -> list:
         self.get(job_id, user)
         return self.store.job_events(job_id)
+
+    def attempts(self, job_id: str, user: str) -> list:
+        self.get(job_id, user)
+        return self.store.attempts(job_id)
 
     def wait(self, job_id: str, user: str, timeout: float) -> Job:
         """Block until the job is terminal or ``timeout`` seconds have passed; answers the
@@ -338,11 +362,15 @@ class JobService:
         self._announce_cancelled(ids)
         return self.store.get_batch(batch_id)
 
-    def retry_batch(self, batch_id: str, user: str) -> list[Job]:
-        """Resubmit the batch's failed and dismissed jobs as a new batch (of the batch's
-        owner); the originals keep their history."""
+    def retry_batch(
+        self, batch_id: str, user: str, reasons: Sequence[Reason] | None = None
+    ) -> list[Job]:
+        """Resubmit the batch's failed and dismissed jobs (only those that ended with one of
+        ``reasons``, if given) as a new batch of the batch's owner; the originals keep their
+        history."""
         batch = self.get_batch(batch_id, user)
-        ids = self.store.batch_job_ids(batch_id, [JobStatus.FAILED, JobStatus.DISMISSED])
+        statuses = [JobStatus.FAILED, JobStatus.DISMISSED]
+        ids = self.store.batch_job_ids(batch_id, statuses, reasons=reasons)
         jobs = [self.store.get_job(i) for i in ids]
         if not jobs:
             return []
@@ -442,7 +470,8 @@ class JobService:
             ),
             "exit_code": job.exit_code,
         }
-        return {**base, **job.metrics}
+        # The memory/CPU series over the run (runner/sampling.py), for the job page's chart.
+        return {**base, **job.metrics, "samples": self.samples.job_samples(job.id)}
 
     def follow_logs(self, job_id: str, user: str, poll: float = 0.5) -> Iterator[tuple[str, str]]:
         """Yield (stream, new text) as the job writes, until it is terminal."""

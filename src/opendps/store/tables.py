@@ -146,6 +146,10 @@ sa.Index("ix_jobs_tag_seq", jobs.c.tag, jobs.c.seq)
 sa.Index("ix_jobs_batch_seq", jobs.c.batch_id, jobs.c.seq)
 sa.Index("ix_jobs_created", jobs.c.created)
 sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
+# Covering indexes of the pages' counts: a batch's jobs per status (batch lists), and the
+# queues' depth, running and oldest wait (GET /queues, the dashboard).
+sa.Index("ix_jobs_batch_status", jobs.c.batch_id, jobs.c.status)
+sa.Index("ix_jobs_status_queue_created", jobs.c.status, jobs.c.queue, jobs.c.created)
 
 # The celery sweeper looks for accepted jobs that are not on the broker.
 sa.Index("ix_jobs_status_enqueued", jobs.c.status, jobs.c.enqueued)
@@ -207,4 +211,14 @@ workers = sa.Table(
     sa.Column("running", sa.JSON, nullable=False),  # ids of the jobs it runs now
     sa.Column("started", UTCDateTime, nullable=False),
     sa.Column("last_seen", UTCDateTime, nullable=False),
+)
+
+# The memory/CPU series of a job's run (runner/sampling.py), one bounded JSON list per job,
+# apart from the jobs table so that listings never carry it.
+job_samples = sa.Table(
+    "job_samples",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("samples", sa.JSON, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
 )
