@@ -135,7 +135,7 @@ def test_a_job_run_stores_its_series_in_metrics(
     wait_for_build(dps, pid)
     job = wait_for_job(dps, dps.jobs.submit(Submission(pid, {}), owner="anonymous").id)
     assert job.status.value == "successful", job.message
-    samples = dps.jobs.metrics(job.id)["samples"]
+    samples = dps.jobs.metrics(job.id, "anonymous")["samples"]
     assert 2 <= len(samples) <= 60  # about one a second over a run of 3 s or more
     assert set(samples[0]) == {"t", "rss_bytes", "cpu_percent"}
     assert max(s["rss_bytes"] for s in samples) > 35 * 1024 * 1024

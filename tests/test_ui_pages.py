@@ -21,9 +21,9 @@ from opendps.api.app import create_app
 from opendps.models import Attempt, Job, JobStatus, Phase, Reason
 from opendps.service.context import Services
 from opendps.service.jobs import output_prefix
+from opendps.service.queries import BatchQuery, JobQuery
 from opendps.service.timeline import explain, right_size, timeline
 from opendps.settings import QueueConfig, Settings
-from opendps.store.jobstore import JobFilters
 from tests.support.dps import fast_settings
 
 HELLO = "hello-world:1.0.0"
@@ -171,7 +171,7 @@ def test_job_page_previews_text_and_images_and_searches_logs(
 ) -> None:
     services = services_of(client)
     job_id = submit(client, "Outputs")
-    job = services.jobs.get(job_id)
+    job = services.jobs.get(job_id, "anonymous")
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.csv").write_text("a,b\n1,<2>\n")
@@ -191,18 +191,23 @@ def test_job_page_previews_text_and_images_and_searches_logs(
     assert download.headers["content-security-policy"] == "sandbox"  # never runs as our page
 
 
-def test_internal_records_never_show_as_history(client: TestClient) -> None:
+def test_the_execute_request_is_kept_on_the_job_never_in_its_history(
+    client: TestClient,
+) -> None:
     response = client.post(
         "/processes/echo/execution",
-        json={"inputs": {"echoInput": "hi"}},
+        json={"inputs": {"echoInput": "hi"}, "response": "raw"},
         headers={"Prefer": "respond-async"},
     )
     job_id = response.headers["location"].rsplit("/", 1)[1]
-    assert any(
-        (e.message or "").startswith("execute request")
-        for e in services_of(client).job_store.job_events(job_id)
-    )  # the record is kept for the results document...
-    assert "execute request" not in client.get(f"/ui/jobs/{job_id}").text  # ...but not shown
+    services = services_of(client)
+    # Kept for the results document (revision 0002: the job's ``request``)...
+    assert services.jobs.get(job_id, "anonymous").request["response"] == "raw"
+    assert not any(
+        "execute request" in (e.message or "") for e in services.job_store.job_events(job_id)
+    )
+    # ...and never shown as history.
+    assert "execute request" not in client.get(f"/ui/jobs/{job_id}").text
     assert "execute request" not in client.get(f"/jobs/{job_id}/events").text
 
 
@@ -221,7 +226,7 @@ def test_snippets_reproduce_the_job(client: TestClient) -> None:
 
 def test_tiles_count_each_status_and_filter_when_clicked(client: TestClient) -> None:
     ids = [submit(client, f"n{i}", tag="run") for i in range(3)]
-    services_of(client).jobs.cancel(ids[0])
+    services_of(client).jobs.cancel(ids[0], "anonymous")
     html = client.get("/ui/jobs?tag=run").text
     assert 'data-count="accepted">2<' in html and 'data-count="dismissed">1<' in html
     assert 'data-count="all">3<' in html
@@ -234,7 +239,7 @@ def test_tiles_count_each_status_and_filter_when_clicked(client: TestClient) -> 
 def test_sorting_pages_stay_stable_while_jobs_arrive(client: TestClient) -> None:
     ids = [submit(client, f"n{i}", priority=str(i % 3)) for i in range(7)]
     expected = sorted(
-        ids, key=lambda i: (-int(services_of(client).jobs.get(i).priority), -ids.index(i))
+        ids, key=lambda i: (-int(services_of(client).jobs.get(i, "anonymous").priority), -ids.index(i))
     )
     first = client.get("/ui/jobs?sort=-priority&limit=3").text
     assert job_ids_on(first) == expected[:3]
@@ -280,7 +285,7 @@ def test_several_jobs_cancelled_then_retried_at_once(client: TestClient) -> None
     )
     assert done.headers["location"] == "/ui/jobs?tag=bulk&cancelled=2&skipped=0"
     assert "2 job(s) cancelled." in client.get(done.headers["location"]).text
-    statuses = [services_of(client).jobs.get(i).status for i in ids]
+    statuses = [services_of(client).jobs.get(i, "anonymous").status for i in ids]
     assert statuses == [JobStatus.DISMISSED, JobStatus.DISMISSED, JobStatus.ACCEPTED]
     retried = client.post(
         "/ui/jobs/actions", data={"job": ids, "action": "retry"}, follow_redirects=False
@@ -303,8 +308,8 @@ def test_csv_batch_from_the_process_page(client: TestClient) -> None:
     )
     assert response.status_code == 303
     batch_id = response.headers["location"].rsplit("/", 1)[1]
-    jobs = services_of(client).jobs.list(JobFilters(batch_id=batch_id), limit=10, sort="created")
-    jobs = jobs.items
+    query = JobQuery(batch=batch_id, limit=10, sort="created")
+    jobs = services_of(client).jobs.list_jobs(query, "anonymous").items
     assert [(j.inputs["name"], j.tag, j.priority, j.queue) for j in jobs] == [
         ("Ann", "a", 7, "dps-worker-16gb"),
         ("Bob", "shared", 5, "dps-worker-16gb"),
@@ -331,7 +336,7 @@ def test_bad_csv_batches_name_the_line_and_column(
 ) -> None:
     response = client.post(f"/ui/processes/{HELLO}/batch", data={"table": table})
     assert response.status_code == 400 and message in response.text
-    assert services_of(client).jobs.list_batches(user="anonymous").number_matched == 0
+    assert services_of(client).jobs.list_batches(BatchQuery(), "anonymous").number_matched == 0
 
 
 def test_batch_cancel_and_retry_by_reason(client: TestClient) -> None:
