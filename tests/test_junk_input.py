@@ -50,11 +50,11 @@ def junk_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCli
     app.state.ogc_sync_wait = 0.2  # a valid sync execution must not wait for a job
     services = app.state.services
     job = services.jobs.submit(Submission("hello-world", {"name": "x"}), owner="anonymous")
-    services.jobs.cancel(job.id)  # terminal: following its logs ends at once
+    services.jobs.cancel(job.id, "anonymous")  # terminal: following its logs ends at once
     batch = services.jobs.submit_many(
         [Submission("hello-world", {"name": "y"})], owner="anonymous", batch=True
     )[0]
-    services.jobs.cancel(batch.id)
+    services.jobs.cancel(batch.id, "anonymous")
     ids = {
         "job_id": job.id,
         "batch_id": batch.batch_id,

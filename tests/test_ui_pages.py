@@ -238,9 +238,8 @@ def test_tiles_count_each_status_and_filter_when_clicked(client: TestClient) -> 
 
 def test_sorting_pages_stay_stable_while_jobs_arrive(client: TestClient) -> None:
     ids = [submit(client, f"n{i}", priority=str(i % 3)) for i in range(7)]
-    expected = sorted(
-        ids, key=lambda i: (-int(services_of(client).jobs.get(i, "anonymous").priority), -ids.index(i))
-    )
+    jobs = services_of(client).jobs
+    expected = sorted(ids, key=lambda i: (-int(jobs.get(i, "anonymous").priority), -ids.index(i)))
     first = client.get("/ui/jobs?sort=-priority&limit=3").text
     assert job_ids_on(first) == expected[:3]
     assert 'aria-sort="descending"' in first
