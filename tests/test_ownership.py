@@ -28,6 +28,7 @@ from opendps.executors.local import LocalExecutor
 from opendps.models import JobStatus
 from opendps.service.context import Services
 from opendps.service.jobs import Submission
+from opendps.service.queries import JobQuery
 from tests.support.dps import fast_settings, wait_for_job
 
 pytestmark = pytest.mark.timeout(300)
@@ -168,6 +169,15 @@ ROUTES = {
     "ui-output-file": Route("GET", "/ui/jobs/{job}/outputs/_stdout.txt", 200),
     "ui-cancel": Route("POST", "/ui/jobs/{job}/cancel", 303, changes=True),
     "ui-retry": Route("POST", "/ui/jobs/{job}/retry", 303),
+    "ui-batch": Route("GET", "/ui/batches/{batch}", 200),
+    "ui-live-batch": Route("GET", "/ui/live/batches/{batch}", 200),
+    "ui-batch-cancel": Route("POST", "/ui/batches/{batch}/cancel", 303, changes=True),
+    # alice's batch has nothing to retry: the owner gets the batch page saying so
+    "ui-batch-retry": Route("POST", "/ui/batches/{batch}/retry", 200),
+    # the caller's own secrets, as in MAAP's: an admin has no secret of that name
+    "ui-secret-delete": Route(
+        "POST", "/ui/secrets/{secret}/delete", 303, changes=True, admin_ok=404
+    ),
     # secrets (MAAP): the caller's own, so an admin is answered as for any other user
     "secret-get": Route("GET", "/api/members/self/secrets/{secret}", 200, admin_ok=404),
     "secret-delete": Route(
@@ -242,6 +252,8 @@ def test_no_token_is_401(world: World, name: str) -> None:
     before = _state(world, route, target)
     response = call(world, route, target, None)
     assert response.status_code == 401, response.text
+    if route.path.startswith("/ui/") and "/live/" not in route.path:
+        assert 'action="/ui/login"' in response.text  # a person is asked to sign in
     assert _state(world, route, target) == before
 
 
@@ -408,7 +420,11 @@ def _listings(world: World, user: str) -> dict[str, bool]:
     page = client.get("/ui/jobs?limit=250", headers=headers)
     live = client.get(f"/ui/live/jobs?id={world.job}", headers=headers).json()
     batch = client.get(f"/jobs?batch={world.batch}", headers=headers).json()
-    assert page.status_code == 200
+    ui_batches = client.get("/ui/batches", headers=headers)
+    ui_batch_jobs = client.get(f"/ui/jobs?batch={world.batch}", headers=headers)
+    batch_jobs = world.services.job_store.batch_job_ids(world.batch, list(JobStatus))
+    assert len(batch_jobs) == 2
+    assert page.status_code == ui_batches.status_code == ui_batch_jobs.status_code == 200
     return {
         "ogc": world.job in {j["jobID"] for j in ogc["jobs"]},
         "maap": world.job in {j["jobID"] for j in maap["jobs"]},
@@ -417,6 +433,8 @@ def _listings(world: World, user: str) -> dict[str, bool]:
         "ui": world.job in page.text,
         "ui-live": world.job in live["jobs"],
         "ogc-batch": batch["numberMatched"] == 2,
+        "ui-batches": world.batch in ui_batches.text,
+        "ui-batch-filter": all(job_id in ui_batch_jobs.text for job_id in batch_jobs),
     }
 
 
@@ -456,6 +474,48 @@ def test_dashboard_counts_only_what_the_user_may_see(world: World) -> None:
     mine = world.client.get("/jobs", headers=world.headers["alice"]).json()["numberMatched"]
     assert total("bob") == 0 and total("alice") == mine > 0
     assert total("root") >= mine
+
+
+def test_live_counts_count_only_what_the_user_may_see(world: World) -> None:
+    def live(user: str) -> dict[str, Any]:
+        answer = world.client.get("/ui/live/jobs?counts=1&top=0", headers=world.headers[user])
+        assert answer.status_code == 200
+        return answer.json()
+
+    mine = world.client.get("/jobs", headers=world.headers["alice"]).json()["numberMatched"]
+    alice, bob, root = live("alice"), live("bob"), live("root")
+    assert sum(alice["counts"].values()) == alice["newer"] == mine > 0
+    assert sum(bob["counts"].values()) == bob["newer"] == 0
+    assert sum(root["counts"].values()) >= mine and root["newer"] >= mine
+
+
+def test_queues_page_explains_only_the_users_own_waiting_jobs(world: World) -> None:
+    waiting = {world.fresh_job() for _ in range(2)} | {
+        j.id
+        for j in world.services.jobs.list_jobs(
+            JobQuery(statuses=(JobStatus.ACCEPTED,), limit=1000), "alice"
+        ).items
+    }
+
+    def shown(user: str) -> set[str]:
+        page = world.client.get("/ui/queues", headers=world.headers[user])
+        assert page.status_code == 200
+        return {job_id for job_id in waiting if job_id in page.text}
+
+    assert shown("alice") and shown("root")
+    assert shown("bob") == set()
+
+
+def test_secrets_page_lists_only_the_callers_own(world: World) -> None:
+    def names(user: str) -> str:
+        page = world.client.get("/ui/secrets", headers=world.headers[user])
+        assert page.status_code == 200
+        return page.text
+
+    assert "/ui/secrets/s1/delete" in names("alice")
+    assert "/ui/secrets/s1/delete" not in names("bob")
+    assert "/ui/secrets/s1/delete" not in names("root")  # secrets are not shared, not even
+    assert world.services.secrets.get("alice", "s1") == "alice-value"
 
 
 def test_removed_users_token_stops_working(world: World) -> None:

@@ -113,6 +113,15 @@ def test_forged_cursors_are_400(api: TestClient, path: str, seq: object) -> None
     assert response.status_code == 400, (path, seq, response.text[:200])
 
 
+@pytest.mark.parametrize("value", [10**23, [1], {"a": 1}, None, True])
+def test_forged_sort_values_in_ui_cursors_are_400(api: TestClient, value: object) -> None:
+    """A sorted listing's cursor carries the last row's sort value, compared in SQL."""
+    forged = json.dumps({"s": 5, "v": value}).encode()
+    token = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+    response = api.get("/ui/jobs", params={"sort": "-priority", "next": token})
+    assert response.status_code == 400, (value, response.text[:200])
+
+
 @pytest.mark.parametrize("path", ["/api/ogc/jobs", "/api/dps/job/list"])
 def test_maap_offsets_beyond_64_bits_are_400(api: TestClient, path: str) -> None:
     response = api.get(path, params={"offset": str(10**23)})

@@ -315,7 +315,13 @@ def test_live_rows_answer_status(client: TestClient) -> None:
     job_id = submit(client)
     answer = client.get(f"/ui/live/jobs?id={job_id}&id=unknown").json()
     assert answer["jobs"] == {
-        job_id: {"status": "accepted", "terminal": False, "duration": "—", "message": ""}
+        job_id: {
+            "status": "accepted",
+            "terminal": False,
+            "duration": "—",
+            "message": "",
+            "reason": "",
+        }
     }
 
 

@@ -95,6 +95,7 @@ def execute(
     user: JobUser | None = None,
     boxed: bool = False,
     disk_limit: tuple[Path, int] | None = None,
+    on_sample: Callable[[int, float], None] | None = None,
 ) -> ExecResult:
     """Run ``argv`` to its end (or its limit, or a cancel) and measure it.
 
@@ -106,6 +107,8 @@ def execute(
     stop so that the job's processes get their grace period (bwrap kills them at once
     when it dies). ``disk_limit`` = (folder, bytes): the run is stopped once the folder
     holds more (checked every ``DISK_CHECK_INTERVAL`` seconds).
+    ``on_sample(rss_bytes, cpu_seconds)`` is given each look at the process tree (the
+    memory/CPU series, :mod:`opendps.runner.sampling`).
     Raises ``OSError`` if the command cannot be started (not found, not executable).
     """
     group = limits.create_job_cgroup(
@@ -121,7 +124,7 @@ def execute(
         )
         pid = proc.pid
         waiter = _ExitWaiter(pid)
-        tree = _TreeSampler(pid, group)
+        tree = _TreeSampler(pid, group, on_sample)
         stop: str | None = None
         try:
             if on_start is not None:
@@ -450,8 +453,13 @@ class _ExitWaiter:
 class _TreeSampler:
     """Samples the job's processes: RSS sum, process count, CPU times."""
 
-    def __init__(self, root: int, group: limits.JobCgroup | None) -> None:
-        self.root, self.group = root, group
+    def __init__(
+        self,
+        root: int,
+        group: limits.JobCgroup | None,
+        on_sample: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.root, self.group, self.on_sample = root, group, on_sample
         self.peak_rss = 0
         self.peak_processes = 0
         self._procs: dict[int, psutil.Process] = {}
@@ -463,6 +471,8 @@ class _TreeSampler:
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_processes = max(self.peak_processes, len(cpu))
         self._cpu = cpu
+        if self.on_sample is not None:
+            self.on_sample(rss, sum(user + system for user, system in cpu.values()))
 
     def sample_leftovers(self) -> list[int]:
         """After the main process was reaped: measure and return what is still running."""

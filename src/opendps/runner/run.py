@@ -412,6 +412,7 @@ def _start_execute(
 ) -> Any:
     """Box the command (runner/sandbox.py), hand the work dir over, run, take it back."""
     from opendps.runner.execute import execute
+    from opendps.runner.sampling import SampleRecorder
     from opendps.runner.sandbox import BWRAP
     from opendps.runner.workdir import hand_over, take_back
 
@@ -434,10 +435,11 @@ def _start_execute(
         launch = sandbox.launch(box, argv, env)
         state.metrics.update(sandbox.facts(), network=network)
     handed_over = sandbox.user is not None and not state.unboxed
+    series = SampleRecorder(lambda s: services.samples.save_samples(state.job.id, s))
     if handed_over:
         hand_over(work.root, sandbox.user.uid, sandbox.user.gid)
     try:
-        return execute(
+        result = execute(
             launch.argv,
             cwd=launch.cwd,
             env=launch.env,
@@ -455,7 +457,10 @@ def _start_execute(
             job_id=state.job.id,
             disk_limit=(work.root, disk) if disk else None,
             on_start=lambda pid: _record_run_start(services, state, pid),
+            on_sample=series.observe,
         )
+        series.flush()  # the memory/CPU series of the job page's chart
+        return result
     finally:
         _record_run_end(services, state)
         if handed_over:

@@ -24,6 +24,7 @@ from opendps.store import (
     Database,
     JobStore,
     NotificationStore,
+    SampleStore,
     WorkerStore,
 )
 
@@ -69,6 +70,7 @@ class Services:
         self.catalog = CatalogStore(self.db)
         self.accounts = AccountStore(self.db)
         self.worker_store = WorkerStore(self.db)
+        self.samples = SampleStore(self.db)
         where = "secret_key (DPS_SECRET_KEY)" if settings.secret_key else "secret.key"
         self.secret_key = check_secret_key(load_secret_key(settings), where)
         # Set by whoever runs jobs in this process, so a submit wakes it at once.
@@ -96,6 +98,7 @@ class Services:
             self.policy,
             self.secrets,
             self.notification_store,
+            self.samples,
             storage=lambda: self.storage,
             work_available=self.work_available,
             on_submitted=self._jobs_submitted,

@@ -8,13 +8,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opendps.errors import Forbidden, InvalidInput, NoSuchJob, NoSuchProcess, NoSuchQueue, NotFound
 from opendps.files import open_in_work_dir
-from opendps.models import Algorithm, BuildStatus, Job, Page, Phase, Reason
+from opendps.models import Algorithm, BuildStatus, Job, JobStatus, Page, Phase, Reason
 from opendps.net.safety import UrlPolicy
 from opendps.registry.spec import AlgorithmSpec
 from opendps.service.algorithms import AlgorithmService, split_process_id
@@ -24,7 +24,7 @@ from opendps.service.policy import Policy
 from opendps.service.queries import JobQuery, check_limit
 from opendps.service.secrets import SecretService
 from opendps.settings import Settings
-from opendps.store import JobStore, NotificationStore
+from opendps.store import JobStore, NotificationStore, SampleStore
 from opendps.store.jobstore import JobFilters
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class JobService:
         policy: Policy,
         secrets: SecretService,
         notifications: NotificationStore,
+        samples: SampleStore,
         *,
         storage: Callable[[], Storage],
         work_available: threading.Event,
@@ -123,6 +124,7 @@ class JobService:
         self.policy = policy
         self.secrets = secrets
         self.notifications = notifications
+        self.samples = samples  # the memory/CPU series of each run (metrics' ``samples``)
         self._storage = storage
         self.work_available = work_available
         # Scale-out: the Celery dispatcher publishes new jobs and revokes cancelled ones.
@@ -303,11 +305,18 @@ class JobService:
         check_limit(query.limit)
         if query.offset is not None and not 0 <= query.offset < 2**62:  # the driver overflows
             raise InvalidInput(f"offset must be 0..2**62; got {query.offset}")
+        if query.after_seq is not None and not 0 <= query.after_seq < 2**63:
+            raise InvalidInput(f"after: {query.after_seq} is not a job's place in the list")
         filters = self._filters(query, user)
         if filters is None:
-            return Page(items=[], number_matched=0, next_cursor=None)
+            return Page(items=[], number_matched=0 if query.count else -1, next_cursor=None)
         return self.store.list_jobs(
-            filters, limit=query.limit, cursor=query.cursor, offset=query.offset
+            filters,
+            limit=query.limit,
+            cursor=query.cursor,
+            offset=query.offset,
+            sort=query.sort,
+            count=query.count,
         )
 
     def _filters(self, query: JobQuery, user: str) -> JobFilters | None:
@@ -331,6 +340,9 @@ class JobService:
             finished_after=query.finished_after,
             min_duration=query.min_duration,
             max_duration=query.max_duration,
+            version=query.version,
+            text=query.text or None,
+            after_seq=query.after_seq,
         )
 
     def _process_key(self, process_id: str) -> tuple[str, str | None]:
@@ -346,9 +358,21 @@ class JobService:
                 return algorithm.name, algorithm.version
         return split_process_id(pid)
 
+    def count_by_status(self, query: JobQuery, user: str) -> dict[str, int]:
+        """The status tiles of a listing: how many of the jobs ``user`` may see that match
+        ``query`` (its statuses aside) are in each status; one grouped count."""
+        filters = self._filters(replace(query, statuses=()), user)
+        if filters is None:
+            return {s.value: 0 for s in JobStatus}
+        return self.store.count_by_status(filters)
+
     def events(self, job_id: str, user: str) -> list:
         self.get(job_id, user)
         return self.store.job_events(job_id)
+
+    def attempts(self, job_id: str, user: str) -> list:
+        self.get(job_id, user)
+        return self.store.attempts(job_id)
 
     def wait(self, job_id: str, user: str, timeout: float) -> Job:
         """Block until the job is terminal or ``timeout`` seconds have passed; answers the
@@ -500,7 +524,8 @@ class JobService:
             ),
             "exit_code": job.exit_code,
         }
-        return {**base, **job.metrics}
+        # The memory/CPU series over the run (runner/sampling.py), for the job page's chart.
+        return {**base, **job.metrics, "samples": self.samples.job_samples(job.id)}
 
     def follow_logs(self, job_id: str, user: str, poll: float = 0.5) -> Iterator[tuple[str, str]]:
         """Yield (stream, new text) as the job writes, until it is terminal."""

@@ -19,12 +19,17 @@ MAX_LIMIT = 10000
 
 @dataclass(frozen=True)
 class JobQuery:
-    """Which jobs, and which page of them (newest first).
+    """Which jobs, and which page of them (newest first, or in ``sort``'s order).
 
     ``process_ids`` are ``name``, ``name:version`` or a numeric process id (MAAP); several
     match any of them. ``owner`` narrows to one user's jobs, within what the caller may see
     (another user's name, for a non-admin, matches nothing). ``matches_nothing`` is a
     dialect's filter that no job here can satisfy (e.g. MAAP's ``deduped`` status).
+    ``version`` narrows every process to that version; ``text`` matches a job id's
+    beginning or part of its tag; ``after_seq`` keeps only jobs submitted after that one
+    (the UI's "newer jobs" link). ``sort`` is a column of ``JobStore.SORTS`` (``-name``
+    descending); ``count=False`` skips ``number_matched`` (-1) for a caller that counts
+    with ``JobService.count_by_status``.
     """
 
     process_ids: tuple[str, ...] = ()
@@ -40,10 +45,15 @@ class JobQuery:
     finished_after: datetime | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    version: str | None = None
+    text: str | None = None
+    after_seq: int | None = None
     matches_nothing: bool = False
     limit: int = 10
     cursor: str | None = None  # keyset paging (OGC, UI)
     offset: int | None = None  # offset paging (MAAP)
+    sort: str = "-created"
+    count: bool = True
 
 
 @dataclass(frozen=True)

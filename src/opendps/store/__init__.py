@@ -6,6 +6,7 @@ from opendps.store.catalog import CatalogStore
 from opendps.store.db import Database
 from opendps.store.jobstore import JobFilters, JobStore
 from opendps.store.notifications import NotificationStore
+from opendps.store.samples import SampleStore
 from opendps.store.workers import WorkerStore
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "JobFilters",
     "JobStore",
     "NotificationStore",
+    "SampleStore",
     "WorkerStore",
 ]

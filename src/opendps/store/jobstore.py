@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -49,7 +50,25 @@ class JobFilters:
     finished_after: datetime | None = None
     # (name, version or None) pairs; a job matching any of them matches.
     processes: tuple[tuple[str, str | None], ...] = ()
+    text: str | None = None  # free text: a job id's beginning, or part of its tag
+    after_seq: int | None = None  # only jobs submitted after this one (newer than a page's top)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Orders of list_jobs: name -> the column (nulls as -1, so keyset comparisons hold).
+SORTS: dict[str, Any] = {
+    "created": jobs.c.seq,
+    "process": jobs.c.algorithm,
+    "status": jobs.c.status,
+    "queue": jobs.c.queue,
+    "priority": jobs.c.priority,
+    "duration": sa.func.coalesce(jobs.c.duration, -1.0),
+}
+DEFAULT_SORT = "-created"
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _job_from_row(row: Mapping[str, Any]) -> Job:
@@ -117,22 +136,66 @@ def _new_job(row: Mapping[str, Any], seqs: Mapping[str, int]) -> Job:
     )
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
+def encode_cursor(seq: int, value: Any = None) -> str:
+    """The last item's insertion order (and its sort value when sorted by another column)."""
+    data: dict[str, Any] = {"s": seq} if value is None else {"s": seq, "v": value}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> dict[str, Any]:
+    """A job-list cursor's fields; anything this server did not issue is refused (4xx)."""
+    from opendps.errors import InvalidInput
+
+    refused = InvalidInput(f"next: {cursor[:80]!r} is not a cursor this server issued")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded))
+        seq = data["s"]
+    except Exception as exc:
+        raise refused from exc
+    # A forged {"s": 10**23} overflowed the database's 64-bit integers (a 500).
+    if not _fits_column(seq) or not seq >= 0:
+        raise refused
+    if "v" in data and not (isinstance(data["v"], str) or _fits_column(data["v"], floats=True)):
+        raise refused  # the sort value is compared in SQL: same bounds
+    return data
+
+
+def _fits_column(value: Any, *, floats: bool = False) -> bool:
+    """An integer within 64 bits (or, with ``floats``, a finite float)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return floats and isinstance(value, float) and math.isfinite(value)
 
 
 def decode_cursor(cursor: str) -> int:
-    from opendps.errors import InvalidInput
+    return int(_decode(cursor)["s"])
 
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        seq = json.loads(base64.urlsafe_b64decode(padded))["s"]
-    except Exception as exc:
-        raise InvalidInput(f"next: {cursor[:80]!r} is not a cursor this server issued") from exc
-    # A forged {"s": 10**23} overflowed the database's 64-bit integers (a 500).
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
-        raise InvalidInput(f"next: {cursor[:80]!r} is not a cursor this server issued")
-    return seq
+
+def _sort_value(key: str, row: Mapping[str, Any]) -> Any:
+    if key == "process":
+        return row["algorithm"]
+    if key == "duration":
+        return -1.0 if row["duration"] is None else row["duration"]
+    return row[key]
+
+
+def _after(cursor: str, key: str, column: Any, descending: bool) -> sa.ColumnElement[bool]:
+    """Rows after the cursor's row in the listing's order."""
+    data = _decode(cursor)
+    seq = int(data["s"])
+    if key == "created":
+        return jobs.c.seq < seq if descending else jobs.c.seq > seq
+    if "v" not in data:
+        from opendps.errors import InvalidInput
+
+        raise InvalidInput("next: this cursor belongs to a listing in another order")
+    value = data["v"]
+    if descending:
+        return sa.or_(column < value, sa.and_(column == value, jobs.c.seq < seq))
+    return sa.or_(column > value, sa.and_(column == value, jobs.c.seq > seq))
 
 
 class JobStore:
@@ -357,6 +420,16 @@ class JobStore:
             where.append(jobs.c.priority == f.priority)
         if f.finished_after:
             where.append(jobs.c.finished >= f.finished_after)
+        if f.after_seq is not None:
+            where.append(jobs.c.seq > f.after_seq)
+        if f.text:
+            text = _like(f.text)
+            where.append(
+                sa.or_(
+                    jobs.c.id.like(f"{text}%", escape="\\"),
+                    jobs.c.tag.like(f"%{text}%", escape="\\"),
+                )
+            )
         return where
 
     def list_jobs(
@@ -367,12 +440,25 @@ class JobStore:
         cursor: str | None = None,
         offset: int | None = None,
         count: bool = True,
+        sort: str = DEFAULT_SORT,
     ) -> Page:
-        """Newest first, by insertion order; ``cursor`` continues after the last item."""
+        """Newest first by insertion order, or by ``sort`` (``name`` ascending, ``-name``
+        descending, ties in insertion order); ``cursor`` continues after the last item, so
+        pages stay stable while jobs are added."""
+        descending, key = sort.startswith("-"), sort.lstrip("-")
+        if key not in SORTS:
+            from opendps.errors import InvalidInput
+
+            raise InvalidInput(f"sort: {sort!r} is not one of {', '.join(SORTS)} (or -name)")
+        column = SORTS[key]
         where = self._where(filters)
-        query = sa.select(jobs).where(*where).order_by(jobs.c.seq.desc()).limit(limit + 1)
+        if key == "created":
+            order = [jobs.c.seq.desc() if descending else jobs.c.seq.asc()]
+        else:
+            order = [column.desc(), jobs.c.seq.desc()] if descending else [column, jobs.c.seq]
+        query = sa.select(jobs).where(*where).order_by(*order).limit(limit + 1)
         if cursor:
-            query = query.where(jobs.c.seq < decode_cursor(cursor))
+            query = query.where(_after(cursor, key, column, descending))
         elif offset:
             query = query.offset(offset)
         with self.db.read() as conn:
@@ -385,8 +471,23 @@ class JobStore:
                 else -1
             )
         items = [_job_from_row(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].seq) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            value = None if key == "created" else _sort_value(key, last)
+            next_cursor = encode_cursor(items[-1].seq, value)
         return Page(items=items, number_matched=total, next_cursor=next_cursor)
+
+    def count_by_status(self, filters: JobFilters) -> dict[str, int]:
+        """How many jobs match ``filters`` (its statuses aside) in each status: one query."""
+        where = self._where(replace(filters, statuses=()))
+        query = sa.select(jobs.c.status, sa.func.count()).where(*where).group_by(jobs.c.status)
+        if filters.text:  # a text search reads every row anyway: SQLite's status index only
+            query = query.with_hint(jobs, "NOT INDEXED", dialect_name="sqlite")  # adds lookups
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        found = dict(rows)
+        return {s.value: found.get(s.value, 0) for s in JobStatus}
 
     def count_jobs(self, filters: JobFilters) -> int:
         with self.db.read() as conn:
@@ -942,17 +1043,18 @@ class JobStore:
         next_cursor = _encode_batch_cursor(items[-1]) if more and items else None
         return Page(items=items, number_matched=total, next_cursor=next_cursor)
 
-    def batch_job_ids(self, batch_id: str, statuses: Iterable[JobStatus]) -> list[str]:
+    def batch_job_ids(
+        self,
+        batch_id: str,
+        statuses: Iterable[JobStatus],
+        reasons: Iterable[Reason] | None = None,
+    ) -> list[str]:
+        where = [jobs.c.batch_id == batch_id, jobs.c.status.in_([s.value for s in statuses])]
+        if reasons is not None:
+            where.append(jobs.c.reason.in_([r.value for r in reasons]))
         with self.db.read() as conn:
             return list(
-                conn.execute(
-                    sa.select(jobs.c.id)
-                    .where(
-                        jobs.c.batch_id == batch_id,
-                        jobs.c.status.in_([s.value for s in statuses]),
-                    )
-                    .order_by(jobs.c.seq)
-                ).scalars()
+                conn.execute(sa.select(jobs.c.id).where(*where).order_by(jobs.c.seq)).scalars()
             )
 
 

@@ -167,6 +167,9 @@ for _name, _column in (
 sa.Index("ix_jobs_fair", jobs.c.queue, jobs.c.status, jobs.c.owner, jobs.c.priority, jobs.c.seq)
 sa.Index("ix_jobs_created", jobs.c.created)
 sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
+# Covering index of the queues' depth, running and oldest wait (GET /queues, the dashboard);
+# a batch's jobs per status are counted from ix_jobs_batch_status above.
+sa.Index("ix_jobs_status_queue_created", jobs.c.status, jobs.c.queue, jobs.c.created)
 
 # The celery sweeper looks for accepted jobs that are not on the broker.
 sa.Index("ix_jobs_status_enqueued", jobs.c.status, jobs.c.enqueued)
@@ -272,3 +275,13 @@ deliveries = sa.Table(
     sa.Column("sent", UTCDateTime, nullable=True),
 )
 sa.Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_at)
+
+# The memory/CPU series of a job's run (runner/sampling.py), one bounded JSON list per job,
+# apart from the jobs table so that listings never carry it.
+job_samples = sa.Table(
+    "job_samples",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("samples", sa.JSON, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+)

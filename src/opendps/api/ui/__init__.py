@@ -1,10 +1,12 @@
 """The web UI at ``/ui/`` (DESIGN §6): server-rendered pages over the service layer.
 
-Pages: ``/ui/`` (queues, counts, recent jobs), ``/ui/jobs`` (filters, keyset paging),
-``/ui/jobs/{id}`` (everything about a job, live logs, cancel, retry), ``/ui/processes``
-(build states, register form) and ``/ui/processes/{id}`` (inputs, submit form). A little
-vanilla JavaScript (``static/ui.js``) refreshes unfinished jobs; without it the pages
-still work. Errors under ``/ui/`` are pages too, never JSON or tracebacks.
+Pages (DESIGN §16): ``/ui/`` (queues, counts, recent jobs), ``/ui/jobs`` (tiles, filters,
+sorting, keyset paging, bulk cancel/retry), ``/ui/jobs/{id}`` (timeline, failure in words,
+logs, outputs, memory/CPU chart, snippets), ``/ui/processes`` (register form),
+``/ui/processes/{id}`` (versions, build, submit form, CSV batch), ``/ui/batches``,
+``/ui/batches/{id}``, ``/ui/queues`` and ``/ui/secrets``. A little vanilla JavaScript
+(``static/ui.js``) keeps live parts fresh; without it every page still works.
+Errors under ``/ui/`` are pages too, never JSON or tracebacks.
 
 With auth on, a browser sends no token header, so ``/ui/login`` keeps the token a person
 pastes in an HttpOnly, SameSite=Strict cookie that only the UI's routes read.
@@ -19,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from opendps.api.deps import TOKEN_COOKIE, services_of
 from opendps.api.problems import register_error_shape
-from opendps.api.ui import jobs, processes
+from opendps.api.ui import batches, job_page, jobs, processes, queues, secrets
 from opendps.api.ui.render import (
     STATIC_DIR,
     check_same_origin,
@@ -117,7 +119,8 @@ def logout(request: Request) -> Response:
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files, and HTML error pages for ``/ui/``."""
-    for router in (session, jobs.router, processes.router):
+    routers = (session, jobs.router, job_page.router, processes.router, batches.router)
+    for router in (*routers, queues.router, secrets.router):
         app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     register_error_shape(app, PREFIX, error_page)

@@ -1,10 +1,12 @@
-"""Dashboard, job list, job page, cancel and retry; small JSON answers for live refresh."""
+"""Dashboard and the job list: status tiles, filters, sortable columns, stable paging, live
+refresh that keeps the reader's place, and cancel/retry of several jobs at once."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,22 +14,26 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from opendps.api.deps import services_of
 from opendps.api.ui.render import check_same_origin, format_duration, render, ui_user
-from opendps.api.ui.render import format_bytes as size
 from opendps.errors import InvalidInput, OpenDPSError
-from opendps.models import Job, JobStatus
-from opendps.service.queries import JobQuery, ProcessQuery
+from opendps.models import Job
+from opendps.service.queries import BatchQuery, JobQuery, ProcessQuery
+from opendps.service.queues import queue_note
 from opendps.service.statuses import parse_statuses
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 PAGE_SIZES = (25, 50, 100, 250)
-LOG_LIMIT = 512 * 1024  # bytes of each stream shown on the page; the rest via /jobs/{id}/logs
-NOTICES = {  # fixed texts, so a link cannot make the page say something else
-    "cancel": "Cancel requested.",
-    "retried": "Submitted again as this new job.",
-    "submitted": "Job submitted.",
-}
-MAX_LIVE_IDS = 200
+MAX_LIVE_IDS = 250
+MAX_SELECTED = 1000  # jobs one bulk action may name
+FILTER_FIELDS = ("status", "process", "version", "queue", "tag", "batch", "q", "since", "until")
+COLUMNS = (  # (sort key, heading); the first sort of each is descending when clicked
+    ("created", "Created"),
+    ("process", "Process"),
+    ("status", "Status"),
+    ("queue", "Queue"),
+    ("priority", "Priority"),
+    ("duration", "Run time"),
+)
 
 
 def run_time(job: Job, now: datetime | None = None) -> float | None:
@@ -44,6 +50,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "terminal": job.status.terminal,
         "duration": format_duration(run_time(job)),
         "message": job.message or "",
+        "reason": job.reason.value if job.reason else "",
     }
 
 
@@ -57,44 +64,27 @@ def ui_root_redirect() -> RedirectResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request) -> HTMLResponse:
+    from opendps.api.meta import list_queues
+
     services = services_of(request)
     user = ui_user(request)
-    counts = {
-        status.value: services.jobs.list_jobs(
-            JobQuery(statuses=(status,), limit=1), user
-        ).number_matched
-        for status in JobStatus
-    }
-    recent = services.jobs.list_jobs(JobQuery(limit=10), user)
-    stats = services.job_store.queue_stats()
-    now = datetime.now(UTC)
-    workers_for = getattr(request.app.state, "workers_for", lambda name: None)
-    queues = []
-    for queue in services.settings.queues:
-        entry = stats.get(queue.name, {})
-        oldest = entry.get("oldest_accepted")
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        queues.append(
-            {
-                "config": queue,
-                "default": queue.name == services.settings.default_queue,
-                "depth": entry.get("accepted", 0),
-                "running": entry.get("running", 0),
-                "oldest_waiting": (now - oldest).total_seconds() if oldest else None,
-                "workers": workers_for(queue.name),
-            }
-        )
-    processes = services.algorithms.list_processes(ProcessQuery(limit=1), user).number_matched
+    counts = services.jobs.count_by_status(JobQuery(), user)
+    recent = services.jobs.list_jobs(JobQuery(limit=10, count=False), user)
+    queues = list_queues(request)["queues"]
+    for queue in queues:
+        queue["note"] = queue_note(queue)
     return render(
         request,
         "dashboard.html",
         {
             "counts": counts,
-            "total": recent.number_matched,
+            "total": sum(counts.values()),
             "recent": recent.items,
             "queues": queues,
-            "process_count": processes,
+            "process_count": services.algorithms.list_processes(
+                ProcessQuery(limit=1), user
+            ).number_matched,
+            "batch_count": services.batches.list(BatchQuery(limit=1), user).number_matched,
             "run_time": run_time,
         },
     )
@@ -103,17 +93,40 @@ def dashboard(request: Request) -> HTMLResponse:
 # -- the job list -------------------------------------------------------------------------
 
 
-def job_query(form: dict[str, str], limit: int, cursor: str | None) -> JobQuery:
-    """The list page's form -> the one job query."""
+def _time(value: str, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: {value!r} is not a date and time (YYYY-MM-DDTHH:MM)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def job_query(form: dict[str, str], **page: Any) -> JobQuery:
+    """The listing's form fields (the same ones the live refresh sends) -> the one job
+    query; ``page`` adds limit, cursor, sort, count or after_seq."""
     return JobQuery(
         statuses=parse_statuses([form["status"]] if form["status"] else None),
         process_ids=(form["process"],) if form["process"] else (),
+        version=form["version"] or None,
         queue=form["queue"] or None,
         tag=form["tag"] or None,
         batch=form["batch"] or None,
-        limit=limit,
-        cursor=cursor,
+        text=form["q"] or None,
+        created_after=_time(form["since"], "from"),
+        created_before=_time(form["until"], "until"),
+        **page,
     )
+
+
+def read_form(query: Any) -> dict[str, str]:
+    return {key: str(query.get(key, "")).strip() for key in FILTER_FIELDS}
+
+
+def _sort(value: str) -> str:
+    key = value.lstrip("-")
+    return value if key in dict(COLUMNS) else "-created"
 
 
 @router.get("/jobs", response_class=HTMLResponse)
@@ -121,11 +134,12 @@ def job_list(request: Request) -> HTMLResponse:
     services = services_of(request)
     user = ui_user(request)
     query = request.query_params
-    form = {key: query.get(key, "").strip() for key in ("status", "process", "queue", "tag")}
-    form["batch"] = query.get("batch", "").strip()
+    form = read_form(query)
+    sort = _sort(query.get("sort", "-created"))
     cursor = query.get("next") or None
     error = None
     page = None
+    counts: dict[str, int] = {}
     try:
         limit = int(query.get("limit") or PAGE_SIZES[0])
         if not 1 <= limit <= max(PAGE_SIZES):
@@ -135,12 +149,18 @@ def job_list(request: Request) -> HTMLResponse:
         error = f"limit must be a number from 1 to {max(PAGE_SIZES)}"
     if error is None:
         try:
-            page = services.jobs.list_jobs(job_query(form, limit, cursor), user)
+            listing = job_query(form, limit=limit, cursor=cursor, sort=sort, count=False)
+            page = services.jobs.list_jobs(listing, user)
+            # The tiles count every status; the total is theirs (one query, not two).
+            counts = services.jobs.count_by_status(listing, user)
+            matched = [s.value for s in listing.statuses] or list(counts)
+            page = replace(page, number_matched=sum(counts[s] for s in matched))
         except InvalidInput as exc:
             error = exc.message
     params = [(k, v) for k, v in form.items() if v]
     if limit != PAGE_SIZES[0]:
         params.append(("limit", str(limit)))
+    sorted_params = params + ([("sort", sort)] if sort != "-created" else [])
     return render(
         request,
         "jobs.html",
@@ -150,10 +170,17 @@ def job_list(request: Request) -> HTMLResponse:
             "page_sizes": PAGE_SIZES,
             "queues": [q.name for q in services.settings.queues],
             "page": page,
+            "counts": counts,
+            "all_count": sum(counts.values()),
             "params": params,
+            "sorted_params": sorted_params,
+            "sort": sort,
+            "columns": COLUMNS,
             "paged": cursor is not None,
+            "top_seq": page.items[0].seq if page and page.items and not cursor else "",
             "error": error,
             "run_time": run_time,
+            "done": bulk_notice(request),
         },
         status=400 if error else 200,
     )
@@ -161,172 +188,89 @@ def job_list(request: Request) -> HTMLResponse:
 
 @router.get("/live/jobs")
 def live_jobs(request: Request) -> JSONResponse:
-    """Status of the listed jobs, for refreshing the rows of unfinished ones."""
+    """Status of the listed jobs (to refresh their rows in place), the tiles' counts, and how
+    many newer jobs match (offered as a link, so the rows a person reads never move)."""
     services = services_of(request)
     user = ui_user(request)
-    ids = tuple(request.query_params.getlist("id")[:MAX_LIVE_IDS])
-    rows: dict[str, Any] = {}
+    query = request.query_params
+    ids = tuple(query.getlist("id")[:MAX_LIVE_IDS])
+    answer: dict[str, Any] = {"jobs": {}}
     if ids:
-        page = services.jobs.list_jobs(JobQuery(job_ids=ids, limit=len(ids)), user)
-        rows = {job.id: job_row(job) for job in page.items}
-    return JSONResponse({"jobs": rows}, headers={"Cache-Control": "no-store"})
-
-
-# -- one job ------------------------------------------------------------------------------
-
-
-def read_logs(services: Any, job: Job) -> dict[str, dict[str, Any]]:
-    """Each stream's text (its last LOG_LIMIT bytes) and its length, where polling resumes."""
-    logs = {}
-    for stream in ("stdout", "stderr"):
-        data = services.jobs.read_log(job, stream).encode()
-        shown = data[-LOG_LIMIT:] if len(data) > LOG_LIMIT else data
-        logs[stream] = {
-            "text": shown.decode(errors="replace"),
-            "offset": len(data),
-            "truncated": len(data) > LOG_LIMIT,
-        }
-    return logs
-
-
-def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """The metrics a person looks at first, formatted; everything else is in the JSON."""
-    rows = [
-        ("Queue wait", format_duration(metrics.get("queue_wait_seconds"))),
-        ("Run time", format_duration(metrics.get("run_seconds"))),
-    ]
-    if "run_wall_seconds" in metrics:
-        rows.append(("Run command", format_duration(metrics["run_wall_seconds"])))
-    if "cpu_user_seconds" in metrics:
-        user, system = metrics.get("cpu_user_seconds") or 0, metrics.get("cpu_system_seconds") or 0
-        rows.append(("CPU", f"{user:.2f} s user, {system:.2f} s system"))
-    if metrics.get("peak_memory_bytes") is not None:
-        peak = size(metrics["peak_memory_bytes"])
-        limit = metrics.get("memory_limit_bytes")
-        rows.append(("Peak memory", f"{peak} of {size(limit)}" if limit else peak))
-    localize = metrics.get("localize")
-    if isinstance(localize, dict):
-        rows.append(
-            (
-                "Downloaded",
-                f"{size(localize.get('bytes'))} in {localize.get('files', 0)} file(s), "
-                f"{format_duration(localize.get('seconds'))}",
-            )
-        )
-    stage = metrics.get("stage")
-    if isinstance(stage, dict):
-        rows.append(
-            (
-                "Staged",
-                f"{size(stage.get('bytes'))} in {stage.get('files', 0)} file(s), "
-                f"{format_duration(stage.get('seconds'))}",
-            )
-        )
-    host = metrics.get("host")
-    if isinstance(host, dict) and host.get("hostname"):
-        rows.append(("Host", str(host["hostname"])))
-    if metrics.get("isolation"):  # DESIGN §12: the box the job ran in
-        who = f" as {metrics['job_user']}" if metrics.get("job_user") else ""
-        limited = ", ".join(metrics.get("limits") or []) or "none"
-        rows.append(("Isolation", f"{metrics['isolation']}{who}; cgroup limits: {limited}"))
-    return rows
-
-
-def output_href(request: Request, job: Job, path: str) -> str:
-    """The API's download route; with auth on a browser has no token header, so the UI's
-    own route (which reads the sign-in cookie) serves it."""
-    prefix = "/ui" if services_of(request).policy.signs_in else ""
-    return f"{prefix}/jobs/{job.id}/outputs/{quote(path)}"
-
-
-def job_page(
-    request: Request, job_id: str, *, error: str | None = None, status: int = 200
-) -> HTMLResponse:
-    services = services_of(request)
-    user = ui_user(request)
-    job = services.jobs.get(job_id, user)
-    outputs: dict[str, Any] = {"location": None, "outputs": []}
-    outputs_error = None
-    if job.status.terminal:
+        page = services.jobs.list_jobs(JobQuery(job_ids=ids, limit=len(ids), count=False), user)
+        answer["jobs"] = {job.id: job_row(job) for job in page.items}
+    if query.get("counts") == "1":
         try:
-            outputs = services.jobs.outputs(job.id, user)
-        except OpenDPSError as exc:
-            outputs_error = exc.message
-    for item in outputs["outputs"]:
-        item["href"] = output_href(request, job, item["path"])
-    metrics = services.jobs.metrics(job.id, user)
-    notice = NOTICES.get(request.query_params.get("done", ""))
-    return render(
-        request,
-        "job.html",
-        {
-            "job": job,
-            "events": services.jobs.events(job.id, user),
-            "metrics": metrics,
-            "metric_rows": metric_rows(metrics),
-            "outputs": outputs,
-            "outputs_error": outputs_error,
-            "logs": read_logs(services, job),
-            "run_time": run_time(job),
-            "notice": notice,
-            "error": error,
-        },
-        status=status,
-    )
-
-
-@router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_detail(job_id: str, request: Request) -> HTMLResponse:
-    return job_page(request, job_id)
-
-
-@router.get("/live/jobs/{job_id}")
-def live_job(job_id: str, request: Request) -> JSONResponse:
-    """The job's status and what its streams wrote after the given byte offsets."""
-    services = services_of(request)
-    job = services.jobs.get(job_id, ui_user(request))
-    answer: dict[str, Any] = job_row(job)
-    for stream in ("stdout", "stderr"):
-        try:
-            offset = max(0, int(request.query_params.get(stream, "0")))
-        except ValueError:
-            offset = 0
-        answer[stream], answer[f"{stream}_offset"] = services.jobs.read_log_chunk(
-            job, stream, offset
-        )
+            form = read_form(query)
+            answer["counts"] = services.jobs.count_by_status(job_query(form), user)
+            top = query.get("top", "")
+            if top.isdigit():
+                newer = job_query(form, after_seq=int(top), limit=1)
+                answer["newer"] = services.jobs.list_jobs(newer, user).number_matched
+        except InvalidInput:
+            pass
     return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, request: Request) -> Response:
+# -- several jobs at once -----------------------------------------------------------------
+
+
+def bulk_notice(request: Request) -> str | None:
+    """The result of a bulk action, from numbers in the redirect (never free text)."""
+    query = request.query_params
+    numbers = {k: query.get(k, "") for k in ("cancelled", "retried", "skipped")}
+    if not any(v.isdigit() for v in numbers.values()):
+        return None
+    parts = []
+    if numbers["cancelled"].isdigit():
+        parts.append(f"{int(numbers['cancelled'])} job(s) cancelled")
+    if numbers["retried"].isdigit():
+        parts.append(f"{int(numbers['retried'])} job(s) submitted again")
+    if numbers["skipped"].isdigit() and int(numbers["skipped"]):
+        parts.append(f"{int(numbers['skipped'])} skipped (already finished, or not allowed)")
+    return "; ".join(parts) + "."
+
+
+@router.post("/jobs/actions")
+async def bulk_action(request: Request) -> Response:
+    """Cancel or retry the selected jobs, then go back to the same listing."""
     check_same_origin(request)
     services = services_of(request)
-    user = await run_in_threadpool(ui_user, request)
-    await run_in_threadpool(lambda: services.jobs.cancel(job_id, user))
-    return RedirectResponse(f"/ui/jobs/{job_id}?done=cancel", status_code=303)
+    form = await request.form()
+    action = str(form.get("action") or "")
+    ids = [str(v) for v in form.getlist("job")][:MAX_SELECTED]
+    back = str(form.get("back") or "/ui/jobs")
+    if not back.startswith("/ui/jobs") or "\\" in back:
+        back = "/ui/jobs"
+    path, _, old = back.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(old) if k not in ("cancelled", "retried", "skipped")]
+    back = f"{path}?{urlencode(kept)}" if kept else path
+    if action not in ("cancel", "retry"):
+        raise InvalidInput("choose Cancel or Retry for the selected jobs")
+    if not ids:
+        raise InvalidInput("select at least one job first (the boxes in the first column)")
 
+    def run() -> tuple[int, int]:
+        user = ui_user(request)
+        done = skipped = 0
+        for job_id in ids:
+            try:
+                job = services.jobs.get(job_id, user)
+                if action == "cancel":
+                    if job.status.terminal:
+                        skipped += 1
+                        continue
+                    services.jobs.cancel(job_id, user)
+                else:
+                    if not job.status.terminal:
+                        skipped += 1
+                        continue
+                    services.jobs.retry(job_id, user)
+                done += 1
+            except OpenDPSError:
+                skipped += 1
+        return done, skipped
 
-@router.post("/jobs/{job_id}/retry")
-async def retry_job(job_id: str, request: Request) -> Response:
-    check_same_origin(request)
-    services = services_of(request)
-    user = await run_in_threadpool(ui_user, request)
-    try:
-        job = await run_in_threadpool(lambda: services.jobs.retry(job_id, user))
-    except OpenDPSError as exc:  # e.g. its process was deleted: say so on the job's page
-        return await run_in_threadpool(
-            job_page, request, job_id, error=exc.message, status=exc.status
-        )
-    return RedirectResponse(f"/ui/jobs/{job.id}?done=retried", status_code=303)
-
-
-@router.get("/jobs/{job_id}/outputs/{path:path}")
-def download_output(job_id: str, path: str, request: Request) -> Response:
-    """Same as ``GET /jobs/{id}/outputs/{path}``, for a person signed in with a cookie."""
-    from opendps.api.jobs import download_output as api_download
-    from opendps.api.jobs import output_headers
-
-    response = api_download(job_id, path, request, user=ui_user(request))
-    # Under /ui/ the browser holds the session cookie: never render a job's file here.
-    response.headers.update(output_headers(path, "attachment"))
-    return response
+    done, skipped = await run_in_threadpool(run)
+    key = "cancelled" if action == "cancel" else "retried"
+    glue = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{glue}{key}={done}&skipped={skipped}", status_code=303)
