@@ -18,6 +18,7 @@ from typing import Any
 from opendps.api.bodies import check_depth
 from opendps.api.ogc.inputs import decode_value
 from opendps.errors import InvalidInput
+from opendps.service.inputs import parse_priority
 from opendps.service.jobs import Submission
 
 MAX_BATCH = 100_000
@@ -47,23 +48,23 @@ class BatchRows:
 
 
 def _priority(value: Any, where: str, column: str = "priority") -> int:
+    """The service's one priority rule (``true``, ``5.7``, ``null``, ``1e400`` refused),
+    its message naming the row and the column."""
     try:
-        priority = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(
-            f"{where}, column {column!r}: priority must be an integer 0..9; got {value!r}",
-            column=column,
-        ) from None
-    if not 0 <= priority <= 9:
-        raise InvalidInput(
-            f"{where}, column {column!r}: priority must be 0..9; got {priority}", column=column
-        )
-    return priority
+        return parse_priority(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}, column {column!r}: {exc.message}", column=column) from None
 
 
 def _submission(
-    shared: Shared, inputs: Mapping[str, Any], where: str, row: Mapping[str, Any]
+    shared: Shared,
+    inputs: Mapping[str, Any],
+    where: str,
+    row: Mapping[str, Any],
+    *,
+    text_cells: bool = False,
 ) -> Submission:
+    """``text_cells``: a CSV row, where an empty cell means "not given"."""
     tag = row.get("tag")
     if tag is not None and not isinstance(tag, str):
         raise InvalidInput(f"{where}, column 'tag': a tag is a string; got {tag!r}", column="tag")
@@ -71,8 +72,8 @@ def _submission(
     if queue is not None and not isinstance(queue, str):
         raise InvalidInput(f"{where}, column 'queue': give a queue name; got {queue!r}")
     priority = shared.priority
-    if row.get("priority") not in (None, ""):
-        priority = _priority(row["priority"], where)
+    if "priority" in row and (row["priority"] != "" or not text_cells):
+        priority = _priority(row["priority"], where)  # JSON null is refused, not "unset"
     return Submission(
         process_id=shared.process,
         inputs=inputs,
@@ -116,7 +117,7 @@ def rows_from_csv(text: str, shared: Shared) -> BatchRows:
                 )
             values = {h: c for h, c in zip(header, cells, strict=False) if h and c != ""}
             extra = {k: values.pop(k) for k in ROW_FIELDS if k in values}
-            submissions.append(_submission(shared, values, label, extra))
+            submissions.append(_submission(shared, values, label, extra, text_cells=True))
             where.append(label)
             _check_size(len(submissions))
     except csv.Error as exc:
