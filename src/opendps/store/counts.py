@@ -102,6 +102,31 @@ def recount(conn: sa.Connection) -> None:
     )
 
 
+def drift(conn: sa.Connection) -> dict[CountKey, tuple[int, int]]:
+    """Counters that disagree with the jobs table: key -> (counter, jobs counted)."""
+    batch = sa.func.coalesce(jobs.c.batch_id, "")
+    key = (jobs.c.owner, jobs.c.queue, jobs.c.algorithm_id, jobs.c.algorithm, jobs.c.version)
+    actual = {
+        tuple(row[:-1]): int(row[-1])
+        for row in conn.execute(
+            sa.select(*key, batch, jobs.c.status, sa.func.count()).group_by(
+                *key, batch, jobs.c.status
+            )
+        )
+    }
+    counted = {
+        tuple(row[:-1]): int(row[-1])
+        for row in conn.execute(
+            sa.select(*(job_counts.c[k] for k in (*KEY_COLUMNS, "status")), job_counts.c.n)
+        )
+    }
+    return {
+        k: (counted.get(k, 0), actual.get(k, 0))  # type: ignore[misc]
+        for k in counted.keys() | actual.keys()
+        if counted.get(k, 0) != actual.get(k, 0)
+    }
+
+
 def sum_where(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> int:
     """The number of jobs matching ``where`` (conditions on ``job_counts`` columns)."""
     total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(job_counts.c.n), 0)).where(*where))

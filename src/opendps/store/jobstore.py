@@ -335,6 +335,12 @@ class JobStore:
                 sa.select(sa.func.count()).select_from(jobs).where(*self._where(filters))
             ).scalar_one()
 
+    def count_drift(self) -> dict[counts.CountKey, tuple[int, int]]:
+        """Maintained counters that disagree with the jobs (empty: all exact); a check
+        for tests and operators, it counts every job."""
+        with self.db.snapshot() as conn:
+            return counts.drift(conn)
+
     def _count(
         self, conn: sa.Connection, filters: JobFilters, where: list[sa.ColumnElement[bool]]
     ) -> tuple[int, bool]:

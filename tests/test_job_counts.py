@@ -1,0 +1,207 @@
+"""Maintained job counts (store/counts.py) stay exact through every way a job is created or
+changes status, on SQLite and PostgreSQL; a listing's page and count agree under
+concurrent inserts."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from opendps.errors import Conflict
+from opendps.models import Algorithm, BuildStatus, JobStatus, Phase, Reason
+from opendps.registry.spec import parse_registration
+from opendps.service.context import Services
+from opendps.service.jobs import Submission
+from opendps.service.queries import JobQuery
+from opendps.store.jobstore import COUNT_LIMIT, JobFilters
+from tests.support.dps import BACKENDS, algorithm_yaml
+
+pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+QUEUE = "dps-worker-8gb"
+SLOTS = {QUEUE: 1000}
+
+
+def _algorithm(services: Services, name: str, ready: bool = True) -> Algorithm:
+    spec = parse_registration(algorithm_yaml("/nowhere/repo", name=name, version="1"))
+    return services.catalog.save_algorithm(
+        name=name,
+        version="1",
+        owner="anonymous",
+        spec=spec.model_dump(mode="json"),
+        package=None,
+        package_type=None,
+        build_status=BuildStatus.READY if ready else BuildStatus.QUEUED,
+    )
+
+
+def _submit(
+    services: Services, algorithm: Algorithm, n: int = 1, *, batch: bool = False, **kwargs: Any
+) -> list[Any]:
+    subs = [Submission(algorithm.process_id, {}, **kwargs) for _ in range(n)]
+    return services.jobs.submit_many(subs, owner="anonymous", batch=batch)
+
+
+def _matched(services: Services, **query: Any) -> int:
+    return services.jobs.list_jobs(JobQuery(**query), "anonymous").number_matched
+
+
+def _assert_exact(services: Services) -> None:
+    assert services.job_store.count_drift() == {}
+
+
+def test_counts_follow_submit_claim_and_every_transition(services: Services) -> None:
+    store = services.job_store
+    algorithm = _algorithm(services, "counted")
+    _submit(services, algorithm, 5)
+    _assert_exact(services)
+    assert _matched(services, statuses=(JobStatus.ACCEPTED,)) == 5
+    claimed = [store.claim_next(SLOTS, host="h", worker="w") for _ in range(4)]
+    assert _matched(services, statuses=(JobStatus.RUNNING,)) == 4
+    store.transition(claimed[0].id, JobStatus.SUCCESSFUL, allowed_from=[JobStatus.RUNNING])
+    store.transition(claimed[1].id, JobStatus.FAILED, reason=Reason.EXIT_CODE, phase=Phase.RUN)
+    store.requeue(claimed[2].id, "supervisor lost", attempt=1)
+    _assert_exact(services)
+    assert _matched(services, statuses=(JobStatus.ACCEPTED,)) == 2
+    assert _matched(services, statuses=(JobStatus.RUNNING,)) == 1
+    assert _matched(services, statuses=(JobStatus.SUCCESSFUL, JobStatus.FAILED)) == 2
+    assert _matched(services) == 5
+
+
+def test_a_refused_transition_changes_no_count(services: Services) -> None:
+    algorithm = _algorithm(services, "refused")
+    job = _submit(services, algorithm)[0]
+    with pytest.raises(Exception, match="cannot become"):
+        services.job_store.transition(
+            job.id, JobStatus.SUCCESSFUL, allowed_from=[JobStatus.RUNNING]
+        )
+    _assert_exact(services)
+    assert _matched(services, statuses=(JobStatus.ACCEPTED,)) == 1
+
+
+def test_counts_follow_cancel_of_queued_and_running_jobs_and_retry(services: Services) -> None:
+    store = services.job_store
+    algorithm = _algorithm(services, "cancelled")
+    queued, running = _submit(services, algorithm, 2)
+    store.claim_next(SLOTS, host="h", worker="w")  # takes `queued` (submit order)
+    services.jobs.cancel(running.id, "anonymous")  # still queued: dismissed at once
+    services.jobs.cancel(queued.id, "anonymous")  # running: flagged, its supervisor ends it
+    store.transition(queued.id, JobStatus.DISMISSED, reason=Reason.CANCELLED)
+    _assert_exact(services)
+    assert _matched(services, statuses=(JobStatus.DISMISSED,)) == 2
+    retried = services.jobs.retry(queued.id, "anonymous")
+    assert retried.status == JobStatus.ACCEPTED
+    _assert_exact(services)
+    assert _matched(services) == 3
+
+
+def test_a_deduplicated_submission_counts_once(services: Services) -> None:
+    algorithm = _algorithm(services, "deduped")
+    first = _submit(services, algorithm, dedup=True)[0]
+    again = _submit(services, algorithm, dedup=True)[0]
+    assert again.deduped and again.id == first.id
+    _assert_exact(services)
+    assert _matched(services) == 1
+
+
+def test_batch_counts_follow_cancel_and_retry_of_the_batch(services: Services) -> None:
+    store = services.job_store
+    algorithm = _algorithm(services, "batched")
+    jobs = _submit(services, algorithm, 6, batch=True)
+    batch_id = jobs[0].batch_id
+    store.claim_next(SLOTS, host="h", worker="w")
+    batch = services.jobs.cancel_batch(batch_id, "anonymous")
+    assert batch.counts["dismissed"] == 5 and batch.counts["running"] == 1
+    assert _matched(services, batch=batch_id) == 6
+    store.transition(jobs[0].id, JobStatus.DISMISSED, reason=Reason.CANCELLED)
+    assert services.jobs.get_batch(batch_id, "anonymous").counts["dismissed"] == 6
+    retry = services.jobs.retry_batch(batch_id, "anonymous")
+    assert services.jobs.get_batch(retry[0].batch_id, "anonymous").counts["accepted"] == 6
+    _assert_exact(services)
+
+
+def test_a_failed_build_fails_its_waiting_jobs_in_the_counts(services: Services) -> None:
+    algorithm = _algorithm(services, "unbuilt", ready=False)
+    other = _algorithm(services, "other")
+    _submit(services, algorithm, 3)
+    _submit(services, other, 2)
+    services.job_store.fail_waiting_jobs(algorithm.id, Reason.BUILD_ERROR, Phase.BUILD, "no")
+    _assert_exact(services)
+    assert _matched(services, statuses=(JobStatus.FAILED,), process_ids=("unbuilt",)) == 3
+    assert _matched(services, statuses=(JobStatus.ACCEPTED,)) == 2
+
+
+def test_deleting_an_algorithm_keeps_its_jobs_counted(services: Services) -> None:
+    store = services.job_store
+    algorithm = _algorithm(services, "deleted")
+    job = _submit(services, algorithm)[0]
+    with pytest.raises(Conflict):  # refused while it has active jobs: nothing changes
+        services.algorithms.delete(algorithm.process_id, "anonymous")
+    store.claim_next(SLOTS, host="h", worker="w")
+    store.transition(job.id, JobStatus.SUCCESSFUL)
+    services.algorithms.delete(algorithm.process_id, "anonymous")
+    _assert_exact(services)
+    assert _matched(services, process_ids=("deleted:1",)) == 1
+
+
+def test_counts_are_per_owner_and_queue(services: Services) -> None:
+    algorithm = _algorithm(services, "owned")
+    services.jobs.submit(Submission(algorithm.process_id, {}), owner="alice")
+    services.jobs.submit(Submission(algorithm.process_id, {}, queue="dps-worker-16gb"), owner="bob")
+    filters = services.job_store.count_jobs
+    assert filters(JobFilters(owner="alice")) == 1
+    assert filters(JobFilters(queue="dps-worker-16gb")) == 1
+    assert filters(JobFilters(owner="alice", queue="dps-worker-16gb")) == 0
+    _assert_exact(services)
+
+
+def test_a_filter_the_counters_do_not_key_is_counted_up_to_a_limit(services: Services) -> None:
+    algorithm = _algorithm(services, "tagged")
+    _submit(services, algorithm, 3, tags=["x"])
+    page = services.jobs.list_jobs(JobQuery(tag="x"), "anonymous")
+    assert page.number_matched == 3 and page.number_matched_exact
+    assert COUNT_LIMIT >= 1000  # below it every count is exact
+
+
+def test_listing_with_counts_under_concurrent_inserts_never_repeats_or_skips(
+    services: Services,
+) -> None:
+    algorithm = _algorithm(services, "walked")
+    before = {j.id for j in _submit(services, algorithm, 120)}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def insert() -> None:
+        try:
+            while not stop.is_set():
+                _submit(services, algorithm, 3)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=insert)
+    writer.start()
+    try:
+        seen: list[str] = []
+        matched: list[int] = []
+        cursor = None
+        while True:
+            page = services.jobs.list_jobs(JobQuery(limit=7, cursor=cursor), "anonymous")
+            seen += [j.id for j in page.items]
+            matched.append(page.number_matched)
+            # page and count come from one snapshot: the count covers at least this page
+            # and every older job
+            assert page.number_matched >= len(seen)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors
+    assert len(seen) == len(set(seen))  # never repeats
+    assert before <= set(seen)  # never skips a job that existed when the walk began
+    assert matched == sorted(matched)
+    _assert_exact(services)
+    # the counters' answer equals a count of the rows (priority= is no counter key)
+    assert _matched(services) == services.job_store.count_jobs(JobFilters(priority=5))
