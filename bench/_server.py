@@ -114,6 +114,14 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered), 2), "p99_ms": round(p99, 2)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` (Linux /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

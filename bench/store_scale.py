@@ -112,7 +112,7 @@ def load(url: str, n: int, chunk: int = 50_000) -> dict[str, Any]:
         ).id
         for name in ALGORITHMS
     ]
-    batch_of_block = {b: str(uuid.uuid4()) for b in range(0, n // BATCH_BLOCK + 1, 2)}
+    batch_of_block = {b: batch_id(b) for b in range(0, n // BATCH_BLOCK + 1, 2)}
     with db.write() as conn:
         conn.execute(
             batches.insert(),
@@ -138,25 +138,17 @@ def load(url: str, n: int, chunk: int = 50_000) -> dict[str, Any]:
     try:
         cursor = raw.cursor()
         if db.is_sqlite:
-            cursor.execute("PRAGMA synchronous=OFF")
-            cursor.execute("PRAGMA cache_size=-1000000")
-            cursor.execute("BEGIN")
-            insert = (
-                f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-            )
-        for start in range(1, n + 1, chunk):
+            samples = _sqlite_generate(cursor, n, algorithm_ids)
+        for start in range(1, n + 1, chunk) if not db.is_sqlite else ():
             rows = [
                 job_row(s, algorithm_ids, batch_of_block)
                 for s in range(start, min(start + chunk, n + 1))
             ]
             samples += [r[1] for r in rows[:: max(1, len(rows) // 50)]]
-            if db.is_sqlite:
-                cursor.executemany(insert, [_sqlite_row(r) for r in rows])
-            else:
-                with cursor.copy(f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                    for r in rows:
-                        copy.write_row(r)
-                raw.commit()
+            with cursor.copy(f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+            raw.commit()
         raw.commit()
     finally:
         raw.close()
@@ -191,9 +183,68 @@ def load(url: str, n: int, chunk: int = 50_000) -> dict[str, Any]:
     }
 
 
-def _sqlite_row(row: tuple) -> tuple:
-    # Timestamps as the store writes them (naive UTC, ISO text).
-    return tuple(v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for v in row)
+def batch_id(block: int) -> str:
+    return f"{block:08x}-0000-4000-8000-000000000000"
+
+
+def _sqlite_generate(cursor: Any, n: int, algorithm_ids: list[int]) -> list[str]:
+    """SQLite makes the rows itself (the shapes of ``job_row``): Python could not feed it
+    fast enough on a shared machine. Answers sample job ids."""
+    assert algorithm_ids == list(range(algorithm_ids[0], algorithm_ids[0] + len(ALGORITHMS)))
+    cursor.execute("PRAGMA journal_mode=OFF").fetchall()
+    cursor.execute("PRAGMA synchronous=OFF")
+    cursor.execute("PRAGMA cache_size=-1000000")
+    for first in range(1, n + 1, 1_000_000):
+        last = min(first + 1_000_000, n + 1) - 1
+        cursor.execute("BEGIN")
+        cursor.execute(SQLITE_ROWS, {"first": first, "last": last, "aid": algorithm_ids[0]})
+        cursor.execute("COMMIT")
+    seqs = ",".join(str(s) for s in range(1, n + 1, max(1, n // 2000)))
+    cursor.execute(f"SELECT id FROM jobs WHERE seq IN ({seqs})")
+    samples = [r[0] for r in cursor.fetchall()]
+    cursor.execute("PRAGMA journal_mode=WAL").fetchall()
+    return samples
+
+
+def _sqlite_time(offset: str) -> str:
+    # as the store writes timestamps: naive UTC text with microseconds
+    return f"strftime('%Y-%m-%d %H:%M:%f', '2026-01-01', ({offset}) || ' seconds') || '000'"
+
+
+_STATUS = (
+    "CASE WHEN x % 100 < 90 THEN 'successful' WHEN x % 100 < 95 THEN 'failed' "
+    "WHEN x % 100 < 97 THEN 'dismissed' WHEN x % 100 < 99 THEN 'accepted' ELSE 'running' END"
+)
+_ENDED = "x % 100 < 97"
+_BATCHED = f"(x / {BATCH_BLOCK}) % 2 = 0"
+SQLITE_ROWS = f"""
+WITH RECURSIVE s(x) AS (SELECT :first UNION ALL SELECT x + 1 FROM s WHERE x < :last)
+INSERT INTO jobs ({", ".join(COLUMNS)})
+SELECT x,
+  lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2)
+    || '-a' || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))),
+  :aid + (x / 3) % 10, 'algo-' || ((x / 3) % 10), '1',
+  CASE WHEN {_BATCHED} THEN 'user-' || ((x / {BATCH_BLOCK}) % 20)
+       ELSE 'user-' || ((x / 13) % 20) END,
+  'bench-' || char(97 + (x / 7) % 4),
+  x % 10, '["t' || (x % 7) || '"]', 't' || (x % 7),
+  '{{"granule": "G' || x || '.h5", "n": ' || (x % 1000) || '}}',
+  {_STATUS},
+  CASE WHEN x % 100 BETWEEN 90 AND 94 THEN 'exit_code'
+       WHEN x % 100 BETWEEN 95 AND 96 THEN 'cancelled' END,
+  CASE WHEN x % 100 BETWEEN 90 AND 94 THEN 'run' END,
+  NULL,
+  CASE WHEN {_BATCHED} THEN printf('%08x-0000-4000-8000-000000000000', x / {BATCH_BLOCK}) END,
+  CASE WHEN x % 100 BETWEEN 97 AND 98 THEN 0 ELSE 1 END,
+  0,
+  {_sqlite_time("x * 0.01")},
+  CASE WHEN x % 100 BETWEEN 97 AND 98 THEN NULL ELSE {_sqlite_time("x * 0.01 + 1")} END,
+  CASE WHEN {_ENDED} THEN {_sqlite_time("x * 0.01 + 3")} END,
+  {_sqlite_time("x * 0.01 + 3")},
+  CASE WHEN {_ENDED} THEN 2.0 END,
+  CASE WHEN {_ENDED} THEN '{METRICS}' END
+FROM s
+"""
 
 
 def _database_bytes(db: Any) -> int:

@@ -49,6 +49,9 @@ class Submission:
     # The values in their OGC encodings (links, qualified values), kept for built-in
     # processes, which answer them verbatim; ``inputs`` holds the decoded values checked.
     as_sent: Mapping[str, Any] | None = None
+    # The algorithm of ``process_id`` as the caller just looked it up (the OGC route needs
+    # it to decode the inputs): saves a second catalogue read per submit.
+    algorithm: Algorithm | None = None
 
 
 def output_prefix(job: Job) -> str:
@@ -131,15 +134,29 @@ class JobService:
             raise Forbidden(f"user {user!r} may not use queue {name!r}")
         return name
 
-    def _prepare(self, submission: Submission, owner: str) -> dict[str, Any]:
-        algorithm = self.algorithms.get(submission.process_id)
+    def _prepare(
+        self, submission: Submission, owner: str, seen: dict[Any, Any] | None = None
+    ) -> dict[str, Any]:
+        """One job's record. ``seen`` memoises, for one call, the lookups that are the same
+        for every job of a batch (the algorithm, the URL policy, the queue decision)."""
+        seen = {} if seen is None else seen
+        pid = submission.process_id
+        if ("algorithm", pid) not in seen:
+            given = submission.algorithm
+            usable = given is not None and given.process_id == pid
+            seen["algorithm", pid] = given if usable else self.algorithms.get(pid)
+        algorithm = seen["algorithm", pid]
         spec = self.algorithms.spec_of(algorithm)
         priority = parse_priority(submission.priority)
-        policy = UrlPolicy.from_settings(self.settings)
-        inputs = normalise_inputs(spec, submission.inputs, policy)
+        if "url_policy" not in seen:
+            seen["url_policy"] = UrlPolicy.from_settings(self.settings)
+        inputs = normalise_inputs(spec, submission.inputs, seen["url_policy"])
         if submission.as_sent is not None:
             inputs = {k: submission.as_sent.get(k, v) for k, v in inputs.items()}
-        queue = self.resolve_queue(submission.queue, spec, owner)
+        queue_key = ("queue", submission.queue, spec.queue)
+        if queue_key not in seen:
+            seen[queue_key] = self.resolve_queue(submission.queue, spec, owner)
+        queue = seen[queue_key]
         tags = [check_tag(str(t)) for t in submission.tags if str(t)]
         record: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -167,9 +184,10 @@ class JobService:
     ) -> list[Job]:
         """Validate every submission first, then create all jobs in one transaction."""
         records = []
+        seen: dict[Any, Any] = {}
         for n, submission in enumerate(submissions):
             try:
-                records.append(self._prepare(submission, owner))
+                records.append(self._prepare(submission, owner, seen))
             except InvalidInput as exc:
                 if len(submissions) > 1:
                     raise InvalidInput(f"job {n + 1}: {exc.message}") from exc

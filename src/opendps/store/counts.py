@@ -12,6 +12,7 @@ counter rows then lock them in the same order and cannot deadlock.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -51,24 +52,28 @@ def moved(row: Mapping[str, Any], old: str, new: str) -> Counter[CountKey]:
 
 def apply_deltas(conn: sa.Connection, deltas: Mapping[CountKey, int]) -> None:
     """Add ``deltas`` to the counters, inside the caller's transaction."""
-    for key in sorted(k for k, n in deltas.items() if n):
-        n = deltas[key]
-        values = dict(zip((*KEY_COLUMNS, "status"), key, strict=True))
-        insert = _insert(conn).values(**values, n=n)
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[*KEY_COLUMNS, "status"],
-                set_={"n": job_counts.c.n + insert.excluded.n},
-            )
-        )
+    params = [
+        {**dict(zip((*KEY_COLUMNS, "status"), key, strict=True)), "n": deltas[key]}
+        for key in sorted(k for k, n in deltas.items() if n)
+    ]
+    if params:
+        conn.execute(_upsert(conn.dialect.name), params)
 
 
-def _insert(conn: sa.Connection):  # type: ignore[no-untyped-def]
-    if conn.dialect.name == "postgresql":
+@functools.cache
+def _upsert(dialect: str) -> sa.Executable:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET n = n + excluded.n``, built once per
+    dialect with bound parameters (building it per call cost more than running it)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(job_counts)
+    columns = (*KEY_COLUMNS, "status", "n")
+    statement = insert(job_counts).values({c: sa.bindparam(c) for c in columns})
+    return statement.on_conflict_do_update(
+        index_elements=[*KEY_COLUMNS, "status"],
+        set_={"n": job_counts.c.n + statement.excluded.n},
+    )
 
 
 def recount(conn: sa.Connection) -> None:

@@ -208,7 +208,7 @@ class JobStore:
                     "created": now,
                     "updated": now,
                 }
-                result = conn.execute(jobs.insert().values(**row))
+                result = conn.execute(jobs.insert(), row)  # bound parameters: compiled once
                 row["seq"] = result.inserted_primary_key[0]
                 rows.append(row)
                 created.append(_job_from_row(_with_defaults(row)))
