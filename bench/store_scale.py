@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from _server import QUEUES, new_database, percentiles, start_server, stop_server
+from _server import QUEUES, new_database, percentiles, rss_bytes, start_server, stop_server
 
 OWNERS = [f"user-{n}" for n in range(20)]
 ALGORITHMS = [f"algo-{n}" for n in range(10)]
@@ -316,7 +316,12 @@ def main() -> None:
             tokens = _make_users(data_dir, url)
             server, base = start_server(data_dir, url, auth=True)
             try:
+                rss_start = rss_bytes(server.pid)
                 figures = measure(base, tokens, info, args.requests)
+                info["server_rss_mb"] = {
+                    "started": round(rss_start / 2**20, 1),
+                    "after_requests": round(rss_bytes(server.pid) / 2**20, 1),
+                }
             finally:
                 stop_server(server)
         finally:
