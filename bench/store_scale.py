@@ -26,7 +26,15 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from _server import QUEUES, new_database, percentiles, rss_bytes, start_server, stop_server
+from _server import (
+    QUEUES,
+    cpu_seconds,
+    new_database,
+    percentiles,
+    rss_bytes,
+    start_server,
+    stop_server,
+)
 
 OWNERS = [f"user-{n}" for n in range(20)]
 ALGORITHMS = [f"algo-{n}" for n in range(10)]
@@ -255,7 +263,9 @@ def _database_bytes(db: Any) -> int:
         return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
 
 
-def measure(base: str, tokens: dict[str, str], load_info: dict[str, Any], requests: int) -> dict:
+def measure(
+    base: str, pid: int, tokens: dict[str, str], load_info: dict[str, Any], requests: int
+) -> dict:
     """p50/p99 of each request shape; each listing must carry numberMatched."""
     samples, batches = load_info["samples"], load_info["batches"]
     # the newest hour of jobs (created 10 ms apart), as a dashboard would ask
@@ -282,6 +292,7 @@ def measure(base: str, tokens: dict[str, str], load_info: dict[str, Any], reques
             headers = {"Authorization": f"Bearer {tokens[who]}"}
             times: list[float] = []
             answer: dict[str, Any] = {}
+            cpu = cpu_seconds(pid)
             for _ in range(requests):
                 target = f"/jobs/{rng.choice(samples)}" if name == "GET /jobs/{id}" else path
                 t = time.perf_counter()
@@ -290,6 +301,8 @@ def measure(base: str, tokens: dict[str, str], load_info: dict[str, Any], reques
                 response.raise_for_status()
                 answer = response.json()
             entry: dict[str, Any] = percentiles(times)
+            # the server's own CPU per request: what the latency is made of on an idle core
+            entry["server_cpu_ms"] = round((cpu_seconds(pid) - cpu) / requests * 1000, 2)
             if "jobs" in answer:
                 entry["numberMatched"] = answer["numberMatched"]
                 if "numberMatchedExact" in answer:
@@ -317,7 +330,7 @@ def main() -> None:
             server, base = start_server(data_dir, url, auth=True)
             try:
                 rss_start = rss_bytes(server.pid)
-                figures = measure(base, tokens, info, args.requests)
+                figures = measure(base, server.pid, tokens, info, args.requests)
                 info["server_rss_mb"] = {
                     "started": round(rss_start / 2**20, 1),
                     "after_requests": round(rss_bytes(server.pid) / 2**20, 1),

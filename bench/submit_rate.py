@@ -88,11 +88,29 @@ def campaign_memory(base: str, pid: int, jobs: int, batch: int) -> dict[str, Any
     }
 
 
+def finished_jobs(base: str, jobs: int, timeout: float = 900) -> dict[str, Any]:
+    """Run ``jobs`` real hello-world jobs (one batch) to their end."""
+    with httpx.Client(base_url=base, timeout=600) as client:
+        body = {"process": PROCESS, "jobs": [{"inputs": {"name": f"f{n}"}} for n in range(jobs)]}
+        batch = client.post("/batches", json=body).raise_for_status().json()
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            counts = client.get(f"/batches/{batch['batchID']}").raise_for_status().json()["counts"]
+            if counts["accepted"] + counts["running"] == 0:
+                return {"finished_jobs": jobs, "counts": counts}
+            time.sleep(1)
+    raise RuntimeError(f"the batch did not finish within {timeout} s: {counts}")
+
+
 def database_bytes(url: str) -> int:
     import sqlalchemy as sa
 
     if url.startswith("sqlite"):
+        import sqlite3
+
         path = Path(url.split("///", 1)[1])
+        with sqlite3.connect(path) as conn:  # the WAL's pages into the file first
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
     engine = sa.create_engine(url)
     try:
@@ -108,15 +126,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--memory", action="store_true", help="follow RSS over a campaign")
     parser.add_argument("--batch", type=int, default=5000, help="jobs per POST /batches")
+    parser.add_argument(
+        "--finished", action="store_true", help="run --jobs real jobs: store bytes per finished job"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dps-submit-") as tmp:
         root = Path(tmp)
         url, drop = new_database(args.backend, root)
         try:
-            server, base = start_server(root / "dps", url)
+            server, base = start_server(root / "dps", url, run_jobs=args.finished)
             try:
                 empty = database_bytes(url)
-                if args.memory:
+                if args.finished:
+                    result = finished_jobs(base, args.jobs)
+                elif args.memory:
                     result = campaign_memory(base, server.pid, args.jobs, args.batch)
                 else:
                     result = submit_rate(base, server.pid, args.jobs)
