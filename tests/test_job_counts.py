@@ -15,6 +15,7 @@ from opendps.registry.spec import parse_registration
 from opendps.service.context import Services
 from opendps.service.jobs import Submission
 from opendps.service.queries import JobQuery
+from opendps.store import JobStore
 from opendps.store.jobstore import COUNT_LIMIT, JobFilters
 from tests.support.dps import BACKENDS, algorithm_yaml
 
@@ -158,10 +159,16 @@ def test_counts_are_per_owner_and_queue(services: Services) -> None:
 
 def test_a_filter_the_counters_do_not_key_is_counted_up_to_a_limit(services: Services) -> None:
     algorithm = _algorithm(services, "tagged")
-    _submit(services, algorithm, 3, tags=["x"])
+    _submit(services, algorithm, 7, tags=["x"])
     page = services.jobs.list_jobs(JobQuery(tag="x"), "anonymous")
-    assert page.number_matched == 3 and page.number_matched_exact
-    assert COUNT_LIMIT >= 1000  # below it every count is exact
+    assert page.number_matched == 7 and page.number_matched_exact
+    assert COUNT_LIMIT >= 1000  # the default: below it every such count is exact
+    capped = JobStore(services.db, count_limit=5)
+    page = capped.list_jobs(JobFilters(tag="x"), limit=2)
+    assert (page.number_matched, page.number_matched_exact) == (5, False)  # "at least 5"
+    assert len(page.items) == 2 and page.next_cursor is not None
+    page = capped.list_jobs(JobFilters(algorithm="tagged"), limit=2)  # a counter key: exact
+    assert (page.number_matched, page.number_matched_exact) == (7, True)
 
 
 def test_listing_with_counts_under_concurrent_inserts_never_repeats_or_skips(

@@ -134,8 +134,9 @@ def decode_cursor(cursor: str) -> int:
 class JobStore:
     """Jobs, their attempts, their events and batches."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, count_limit: int = COUNT_LIMIT) -> None:
         self.db = db
+        self.count_limit = count_limit  # see COUNT_LIMIT
 
     # -- creating -------------------------------------------------------------------------
 
@@ -348,9 +349,10 @@ class JobStore:
         filter, else counted in the jobs table up to ``COUNT_LIMIT``."""
         if filters.counted:
             return counts.sum_where(conn, self._where(filters, job_counts)), True
-        capped = sa.select(sa.literal(1)).select_from(jobs).where(*where).limit(COUNT_LIMIT + 1)
+        limit = self.count_limit
+        capped = sa.select(sa.literal(1)).select_from(jobs).where(*where).limit(limit + 1)
         n = conn.execute(sa.select(sa.func.count()).select_from(capped.subquery())).scalar_one()
-        return (COUNT_LIMIT, False) if n > COUNT_LIMIT else (n, True)
+        return (limit, False) if n > limit else (n, True)
 
     def job_events(self, job_id: str) -> list[JobEvent]:
         with self.db.read() as conn:
