@@ -347,3 +347,14 @@ def test_a_fenced_requeue_of_another_attempt_changes_no_count(services: Services
     store.requeue(job.id, "supervisor lost", attempt=1)
     _assert_exact(services)
     assert _matched(services, statuses=(JobStatus.ACCEPTED,)) == 1
+
+
+def test_a_counted_column_cannot_change_as_a_free_form_field(services: Services) -> None:
+    store = services.job_store
+    job = _submit(services, _algorithm(services, "guarded"))[0]
+    with pytest.raises(ValueError, match="queue"):
+        store.update_job(job.id, queue=OTHER)
+    with pytest.raises(ValueError, match="owner"):
+        store.transition(job.id, JobStatus.DISMISSED, allowed_from=[JobStatus.ACCEPTED], owner="x")
+    _assert_exact(services)
+    assert store.get_job(job.id).status == JobStatus.ACCEPTED

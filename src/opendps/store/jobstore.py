@@ -658,6 +658,7 @@ class JobStore:
         ``attempt`` fences the change to one attempt of a running job (``WHERE attempts =
         n``): a supervisor or recovery that saw attempt n can never end attempt n+1.
         """
+        _refuse_counted(fields)
         now = utcnow()
         values: dict[str, Any] = {"status": to.value, "updated": now, **_with_peak(fields)}
         if reason is not None or to.terminal:
@@ -716,6 +717,7 @@ class JobStore:
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Non-state fields: work_dir, metrics, progress, output_url, results, warnings."""
+        _refuse_counted(fields)
         fields = {**_with_peak(fields), "updated": utcnow()}
         with self.db.write() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
@@ -1087,6 +1089,14 @@ def _with_peak(fields: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(metrics, Mapping) and isinstance(metrics.get("peak_memory_bytes"), int):
         fields["peak_memory"] = metrics["peak_memory_bytes"]
     return fields
+
+
+def _refuse_counted(fields: Mapping[str, Any]) -> None:
+    """``status`` and the counter keys change only through the statements that move the
+    maintained counters (store/counts.py); a free-form field update would make them drift."""
+    counted = sorted(set(fields) & {"status", *counts.KEY_COLUMNS})
+    if counted:
+        raise ValueError(f"{', '.join(counted)}: not a free-form job field (counted)")
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
