@@ -174,3 +174,6 @@ class Page:
     items: list[Any]
     number_matched: int
     next_cursor: str | None
+    # False: number_matched is a lower bound (a filter the counters do not key matched
+    # more jobs than the store counts one by one; see store.jobstore.COUNT_LIMIT).
+    number_matched_exact: bool = True

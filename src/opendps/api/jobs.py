@@ -62,12 +62,15 @@ def list_jobs(
     page = services.jobs.list_jobs(query, user)
     base = base_url(request)
     links = page_links(request, "/jobs", page.next_cursor)
-    return {
+    answer = {
         "jobs": [status_info(job, base) for job in page.items],
         "numberMatched": page.number_matched,
         "numberReturned": len(page.items),
         "links": links,
     }
+    if not page.number_matched_exact:  # a lower bound: at least this many (see the docs)
+        answer["numberMatchedExact"] = False
+    return answer
 
 
 @router.get("/jobs/{job_id}", summary="Job status")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,9 @@ from opendps.service.policy import Policy
 from opendps.service.queries import ProcessQuery, check_limit
 from opendps.settings import Settings
 from opendps.store import CatalogStore, JobStore
+
+#: Validated specs kept (per registration); past this many the cache starts again.
+SPEC_CACHE_SIZE = 512
 
 if TYPE_CHECKING:
     from opendps.runner.sandbox import Sandbox
@@ -59,6 +63,7 @@ class AlgorithmService:
         self.job_store = job_store
         self.policy = policy
         self.work_available = work_available
+        self._specs: dict[tuple[int, datetime], AlgorithmSpec] = {}
 
     # -- registering ----------------------------------------------------------------------
 
@@ -163,7 +168,16 @@ class AlgorithmService:
         return self.catalog.get_build(build_id)
 
     def spec_of(self, algorithm: Algorithm) -> AlgorithmSpec:
-        return AlgorithmSpec.model_validate(algorithm.spec)
+        """The algorithm's spec, validated once per registration (not once per job): a
+        registration's spec never changes; replacing it gives a new ``updated``."""
+        key = (algorithm.id, algorithm.updated)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = AlgorithmSpec.model_validate(algorithm.spec)
+            if len(self._specs) >= SPEC_CACHE_SIZE:
+                self._specs.clear()
+            self._specs[key] = spec
+        return spec
 
     def list_processes(self, query: ProcessQuery, user: str) -> Page:
         """The catalogue is shared: every user sees every algorithm (``user`` is asked for

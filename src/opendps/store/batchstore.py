@@ -4,6 +4,7 @@ and its statistics, each in one statement over the batch's indexes (never job by
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,11 +13,14 @@ import sqlalchemy as sa
 
 from opendps.errors import NoSuchJob
 from opendps.models import JobStatus
+from opendps.store import counts
 from opendps.store.db import Database, utcnow
-from opendps.store.tables import batches, job_events, jobs, subscriptions
+from opendps.store.tables import batches, job_counts, job_events, jobs, subscriptions
 
 ACTIVE = [JobStatus.ACCEPTED.value, JobStatus.RUNNING.value]
 ENDED_BADLY = [JobStatus.FAILED.value, JobStatus.DISMISSED.value]
+ACCEPTED = JobStatus.ACCEPTED.value
+QUEUE_CHUNK = 1000  # job ids per UPDATE when a retry moves jobs to another queue
 RATE_WINDOW = 600.0  # seconds: rate_per_hour is the finishing rate over the last 10 minutes
 DISMISS_CHUNK = 5000  # jobs dismissed per transaction, so claims and submits interleave
 
@@ -63,7 +67,7 @@ class BatchStore:
                 .where(jobs.c.status == JobStatus.ACCEPTED.value, jobs.c.cancel_requested)
                 .limit(limit)
             )
-            ids = (
+            dismissed = (
                 conn.execute(
                     jobs.update()
                     .where(jobs.c.seq.in_(pick), jobs.c.status == JobStatus.ACCEPTED.value)
@@ -75,12 +79,19 @@ class BatchStore:
                         finished=now,
                         updated=now,
                     )
-                    .returning(jobs.c.id)
+                    .returning(jobs.c.id, *(jobs.c[k] for k in counts.KEY_COLUMNS))
                 )
-                .scalars()
+                .mappings()
                 .all()
             )
+            ids = [r["id"] for r in dismissed]
             if ids:
+                deltas: Counter[counts.CountKey] = Counter()
+                for r in dismissed:
+                    deltas.update(
+                        counts.moved(r, JobStatus.ACCEPTED.value, JobStatus.DISMISSED.value)
+                    )
+                counts.apply_deltas(conn, deltas)
                 conn.execute(
                     job_events.insert(),
                     [
@@ -121,15 +132,33 @@ class BatchStore:
             "cancel_requested": False,
             "updated": now,
         }
-        if queue:
-            values["queue"] = queue
         message = "retried" + (f" on queue {queue}" if queue else "")
+        key = (jobs.c.id, *(jobs.c[k] for k in counts.KEY_COLUMNS))
         with self.db.write() as conn:
-            ids = list(
-                conn.execute(jobs.update().where(*where).values(**values).returning(jobs.c.id))
-                .scalars()
-                .all()
-            )
+            # One UPDATE per old status, so RETURNING (new values) still tells which counter
+            # each job leaves; the queue moves in a second step for the same reason.
+            ids: list[str] = []
+            deltas: Counter[counts.CountKey] = Counter()
+            for old in ENDED_BADLY:
+                moved = (
+                    conn.execute(
+                        jobs.update()
+                        .where(*where, jobs.c.status == old)
+                        .values(**values)
+                        .returning(*key)
+                    )
+                    .mappings()
+                    .all()
+                )
+                for r in moved:
+                    deltas[counts.key_of(r, old)] -= 1
+                    deltas[counts.key_of({**r, "queue": queue or r["queue"]}, ACCEPTED)] += 1
+                ids.extend(r["id"] for r in moved)
+            if queue:
+                for start in range(0, len(ids), QUEUE_CHUNK):
+                    chunk = ids[start : start + QUEUE_CHUNK]
+                    conn.execute(jobs.update().where(jobs.c.id.in_(chunk)).values(queue=queue))
+            counts.apply_deltas(conn, deltas)
             if ids:
                 conn.execute(
                     job_events.insert(),
@@ -167,11 +196,10 @@ class BatchStore:
             ).scalar()
             if created is None:
                 raise NoSuchJob(f"no batch with id {batch_id!r}")
-            remaining = conn.execute(
-                sa.select(sa.func.count()).where(
-                    jobs.c.batch_id == batch_id, jobs.c.status.in_(ACTIVE)
-                )
-            ).scalar_one()
+            # The maintained counters (store/counts.py), not a count over the batch's jobs.
+            remaining = counts.sum_where(
+                conn, [job_counts.c.batch_id == batch_id, job_counts.c.status.in_(ACTIVE)]
+            )
             by_reason: dict[str, int] = {}
             for reason, n in conn.execute(
                 sa.select(jobs.c.reason, sa.func.count())

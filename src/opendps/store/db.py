@@ -120,6 +120,16 @@ class Database:
             yield conn
 
     @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sa.Connection]:
+        """A read transaction whose statements all see one snapshot (a page and its count).
+        SQLite's read transaction already is one; PostgreSQL needs REPEATABLE READ."""
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction. On SQLite it takes the write lock at BEGIN, so a
         read-then-update inside it (claim, slot counting) cannot race another process."""

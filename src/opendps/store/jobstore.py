@@ -11,6 +11,7 @@ import base64
 import json
 import math
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -20,13 +21,27 @@ import sqlalchemy as sa
 
 from opendps.errors import InvalidTransition, NoSuchJob
 from opendps.models import TERMINAL, Attempt, Batch, Job, JobEvent, JobStatus, Page, Phase, Reason
+from opendps.store import counts
 from opendps.store.claiming import choose_job
 from opendps.store.db import Database, utcnow
-from opendps.store.tables import algorithms, batches, builds, job_attempts, job_events, jobs
+from opendps.store.tables import (
+    algorithms,
+    batches,
+    builds,
+    job_attempts,
+    job_counts,
+    job_events,
+    jobs,
+)
 
 ACTIVE = (JobStatus.ACCEPTED, JobStatus.RUNNING)
 ACCEPTED = JobStatus.ACCEPTED.value
 INSERT_CHUNK = 2000  # rows per multi-row INSERT when creating jobs in bulk
+
+#: A filter the counters cannot answer (tag, dates, durations, ids, priority) is counted
+#: in the jobs table up to this many matches; past it, ``numberMatched`` is this lower
+#: bound and the page says it is not exact (``Page.number_matched_exact``).
+COUNT_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,21 @@ class JobFilters:
     text: str | None = None  # free text: a job id's beginning, or part of its tag
     after_seq: int | None = None  # only jobs submitted after this one (newer than a page's top)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the maintained counters (store/counts.py) can count these filters."""
+        return not (
+            self.tag
+            or self.created_after
+            or self.created_before
+            or self.min_duration is not None
+            or self.max_duration is not None
+            or self.job_ids
+            or self.priority is not None
+            or self.finished_after
+            or self.extra
+        )
 
 
 # Orders of list_jobs: name -> the column (nulls as -1, so keyset comparisons hold).
@@ -201,8 +231,9 @@ def _after(cursor: str, key: str, column: Any, descending: bool) -> sa.ColumnEle
 class JobStore:
     """Jobs, their attempts, their events and batches."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, count_limit: int = COUNT_LIMIT) -> None:
         self.db = db
+        self.count_limit = count_limit  # see COUNT_LIMIT
 
     # -- creating -------------------------------------------------------------------------
 
@@ -293,6 +324,9 @@ class JobStore:
                 answer.append(row)
                 if key[1]:
                     existing[key] = {"_same_as": row}
+            # The counters move in this transaction (store/counts.py): one upsert per key.
+            if rows:
+                counts.apply_deltas(conn, Counter(counts.key_of(r) for r in rows))
             if batch is not None:
                 conn.execute(
                     batches.insert().values(
@@ -369,35 +403,40 @@ class JobStore:
             raise NoSuchJob(f"no job with id {job_id!r}")
         return _job_from_row(row)
 
-    def _where(self, f: JobFilters) -> list[sa.ColumnElement[bool]]:
+    def _where(self, f: JobFilters, table: sa.Table = jobs) -> list[sa.ColumnElement[bool]]:
+        """``f`` as conditions on ``jobs``, or on ``job_counts`` for the filters it keys
+        (``JobFilters.counted``; the columns have the same names)."""
+        c = table.c
         where: list[sa.ColumnElement[bool]] = []
         if f.owner:
-            where.append(jobs.c.owner == f.owner)
+            where.append(c.owner == f.owner)
         if f.statuses:
-            where.append(jobs.c.status.in_([s.value for s in f.statuses]))
+            where.append(c.status.in_([s.value for s in f.statuses]))
         if f.algorithm:
-            where.append(jobs.c.algorithm == f.algorithm)
+            where.append(c.algorithm == f.algorithm)
         if f.version:
-            where.append(jobs.c.version == f.version)
+            where.append(c.version == f.version)
         if f.algorithm_ids:
-            where.append(jobs.c.algorithm_id.in_(f.algorithm_ids))
+            where.append(c.algorithm_id.in_(f.algorithm_ids))
         if f.processes:
             where.append(
                 sa.or_(
                     *(
-                        sa.and_(jobs.c.algorithm == name, jobs.c.version == version)
+                        sa.and_(c.algorithm == name, c.version == version)
                         if version
-                        else jobs.c.algorithm == name
+                        else c.algorithm == name
                         for name, version in f.processes
                     )
                 )
             )
         if f.queue:
-            where.append(jobs.c.queue == f.queue)
+            where.append(c.queue == f.queue)
+        if f.batch_id:
+            where.append(c.batch_id == f.batch_id)
+        if table is job_counts:
+            return where
         if f.tag:
             where.append(jobs.c.tag == f.tag)
-        if f.batch_id:
-            where.append(jobs.c.batch_id == f.batch_id)
         if f.created_after:
             where.append(jobs.c.created >= f.created_after)
         if f.created_before:
@@ -461,22 +500,23 @@ class JobStore:
             query = query.where(_after(cursor, key, column, descending))
         elif offset:
             query = query.offset(offset)
-        with self.db.read() as conn:
+        # One snapshot for the page and its count (PostgreSQL's default READ COMMITTED
+        # would take one per statement; SQLite's read transaction already is one).
+        with self.db.snapshot() as conn:
             rows = conn.execute(query).mappings().all()
-            total = (
-                conn.execute(
-                    sa.select(sa.func.count()).select_from(jobs).where(*where)
-                ).scalar_one()
-                if count
-                else -1
-            )
+            total, exact = self._count(conn, filters, where) if count else (-1, True)
         items = [_job_from_row(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             value = None if key == "created" else _sort_value(key, last)
             next_cursor = encode_cursor(items[-1].seq, value)
-        return Page(items=items, number_matched=total, next_cursor=next_cursor)
+        return Page(
+            items=items,
+            number_matched=total,
+            next_cursor=next_cursor,
+            number_matched_exact=exact,
+        )
 
     def count_by_status(self, filters: JobFilters) -> dict[str, int]:
         """How many jobs match ``filters`` (its statuses aside) in each status: one query."""
@@ -490,10 +530,31 @@ class JobStore:
         return {s.value: found.get(s.value, 0) for s in JobStatus}
 
     def count_jobs(self, filters: JobFilters) -> int:
+        """The exact number of jobs matching ``filters``."""
         with self.db.read() as conn:
+            if filters.counted:
+                return counts.sum_where(conn, self._where(filters, job_counts))
             return conn.execute(
                 sa.select(sa.func.count()).select_from(jobs).where(*self._where(filters))
             ).scalar_one()
+
+    def count_drift(self) -> dict[counts.CountKey, tuple[int, int]]:
+        """Maintained counters that disagree with the jobs (empty: all exact); a check
+        for tests and operators, it counts every job."""
+        with self.db.snapshot() as conn:
+            return counts.drift(conn)
+
+    def _count(
+        self, conn: sa.Connection, filters: JobFilters, where: list[sa.ColumnElement[bool]]
+    ) -> tuple[int, bool]:
+        """(numberMatched, whether it is exact): from the counters when they key every
+        filter, else counted in the jobs table up to ``COUNT_LIMIT``."""
+        if filters.counted:
+            return counts.sum_where(conn, self._where(filters, job_counts)), True
+        limit = self.count_limit
+        capped = sa.select(sa.literal(1)).select_from(jobs).where(*where).limit(limit + 1)
+        n = conn.execute(sa.select(sa.func.count()).select_from(capped.subquery())).scalar_one()
+        return (limit, False) if n > limit else (n, True)
 
     def job_events(self, job_id: str) -> list[JobEvent]:
         with self.db.read() as conn:
@@ -598,6 +659,10 @@ class JobStore:
             ).rowcount
             if changed != 1:  # taken by another worker between select and update
                 return None
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+            counts.apply_deltas(
+                conn, counts.moved(row, JobStatus.ACCEPTED.value, JobStatus.RUNNING.value)
+            )
             conn.execute(
                 job_attempts.insert().values(
                     job_id=job_id,
@@ -616,7 +681,6 @@ class JobStore:
                     message=f"claimed by {worker} on {host} (attempt {attempts + 1})",
                 )
             )
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
         return _job_from_row(row)
 
     def claim_job(
@@ -636,7 +700,7 @@ class JobStore:
                 .where(algorithms.c.id == jobs.c.algorithm_id, builds.c.status == "ready")
                 .exists()
             )
-            attempts = conn.execute(
+            claimed = conn.execute(
                 jobs.update()
                 .where(
                     jobs.c.id == job_id,
@@ -653,10 +717,15 @@ class JobStore:
                     phase=None,
                     message=None,
                 )
-                .returning(jobs.c.attempts)
-            ).scalar()
-            if attempts is None:
+                .returning(jobs.c.attempts, *(jobs.c[k] for k in counts.KEY_COLUMNS))
+            ).first()
+            if claimed is None:
                 return None
+            attempts = claimed.attempts
+            counts.apply_deltas(
+                conn,
+                counts.moved(claimed._mapping, JobStatus.ACCEPTED.value, JobStatus.RUNNING.value),
+            )
             conn.execute(
                 job_attempts.insert().values(
                     job_id=job_id, number=attempts, host=host, worker=worker, node=node, started=now
@@ -690,6 +759,7 @@ class JobStore:
         ``attempt`` fences the change to one attempt of a running job (``WHERE attempts =
         n``): a supervisor or recovery that saw attempt n can never end attempt n+1.
         """
+        _refuse_counted(fields)
         now = utcnow()
         values: dict[str, Any] = {"status": to.value, "updated": now, **_with_peak(fields)}
         if reason is not None or to.terminal:
@@ -703,8 +773,12 @@ class JobStore:
         if to == JobStatus.ACCEPTED:
             values.update(started=None, finished=None)
         with self.db.write() as conn:
+            # FOR UPDATE (PostgreSQL): the status read here is the one the update changes,
+            # so the counters move from the right status.
             current = conn.execute(
-                sa.select(jobs.c.status, jobs.c.started).where(jobs.c.id == job_id)
+                sa.select(jobs.c.status, jobs.c.started, *(jobs.c[k] for k in counts.KEY_COLUMNS))
+                .where(jobs.c.id == job_id)
+                .with_for_update()
             ).first()
             if current is None:
                 raise NoSuchJob(f"no job with id {job_id!r}")
@@ -723,6 +797,7 @@ class JobStore:
                     + (f" (not at attempt {attempt})" if attempt is not None else "")
                     + f"; it cannot become {to.value}"
                 )
+            counts.apply_deltas(conn, counts.moved(current._mapping, current.status, to.value))
             conn.execute(
                 job_events.insert().values(
                     job_id=job_id,
@@ -743,6 +818,7 @@ class JobStore:
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Non-state fields: work_dir, metrics, progress, output_url, results, warnings."""
+        _refuse_counted(fields)
         fields = {**_with_peak(fields), "updated": utcnow()}
         with self.db.write() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
@@ -923,7 +999,7 @@ class JobStore:
         with self.db.write() as conn:
             # RETURNING: exactly the jobs this update failed, not one a worker claimed
             # between a select and the update (PostgreSQL does not lock the whole table).
-            ids = (
+            failed = (
                 conn.execute(
                     jobs.update()
                     .where(
@@ -938,13 +1014,18 @@ class JobStore:
                         finished=now,
                         updated=now,
                     )
-                    .returning(jobs.c.id)
+                    .returning(jobs.c.id, *(jobs.c[k] for k in counts.KEY_COLUMNS))
                 )
-                .scalars()
+                .mappings()
                 .all()
             )
-            if not ids:
+            if not failed:
                 return 0
+            ids = [r["id"] for r in failed]
+            deltas: Counter[counts.CountKey] = Counter()
+            for r in failed:
+                deltas.update(counts.moved(r, JobStatus.ACCEPTED.value, JobStatus.FAILED.value))
+            counts.apply_deltas(conn, deltas)
             conn.execute(
                 job_events.insert(),
                 [
@@ -996,14 +1077,8 @@ class JobStore:
             )
             if row is None:
                 raise NoSuchJob(f"no batch with id {batch_id!r}")
-            counts = dict(
-                conn.execute(
-                    sa.select(jobs.c.status, sa.func.count())
-                    .where(jobs.c.batch_id == batch_id)
-                    .group_by(jobs.c.status)
-                ).all()
-            )
-        return _batch_from_row(row, counts)
+            by_status = counts.by_status(conn, [job_counts.c.batch_id == batch_id])
+        return _batch_from_row(row, by_status)
 
     def list_batches(
         self, *, owner: str | None = None, limit: int = 25, cursor: str | None = None
@@ -1030,15 +1105,17 @@ class JobStore:
                 sa.select(sa.func.count()).select_from(batches).where(*where)
             ).scalar_one()
             ids = [r["id"] for r in rows[:limit]]
-            counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+            per_batch: dict[str, dict[str, int]] = {i: {} for i in ids}
             if ids:
                 for batch_id, status, count in conn.execute(
-                    sa.select(jobs.c.batch_id, jobs.c.status, sa.func.count())
-                    .where(jobs.c.batch_id.in_(ids))
-                    .group_by(jobs.c.batch_id, jobs.c.status)
+                    sa.select(
+                        job_counts.c.batch_id, job_counts.c.status, sa.func.sum(job_counts.c.n)
+                    )
+                    .where(job_counts.c.batch_id.in_(ids))
+                    .group_by(job_counts.c.batch_id, job_counts.c.status)
                 ).all():
-                    counts[batch_id][status] = count
-        items = [_batch_from_row(r, counts[r["id"]]) for r in rows[:limit]]
+                    per_batch[batch_id][status] = int(count)
+        items = [_batch_from_row(r, per_batch[r["id"]]) for r in rows[:limit]]
         more = len(rows) > limit
         next_cursor = _encode_batch_cursor(items[-1]) if more and items else None
         return Page(items=items, number_matched=total, next_cursor=next_cursor)
@@ -1058,12 +1135,12 @@ class JobStore:
             )
 
 
-def _batch_from_row(row: Mapping[str, Any], counts: Mapping[str, int]) -> Batch:
+def _batch_from_row(row: Mapping[str, Any], by_status: Mapping[str, int]) -> Batch:
     return Batch(
         id=row["id"],
         owner=row["owner"],
         created=row["created"],
-        counts={s.value: counts.get(s.value, 0) for s in JobStatus},
+        counts={s.value: by_status.get(s.value, 0) for s in JobStatus},
         total=row["total"],
         process=row["process"],
         max_running=row["max_running"],
@@ -1114,6 +1191,14 @@ def _with_peak(fields: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(metrics, Mapping) and isinstance(metrics.get("peak_memory_bytes"), int):
         fields["peak_memory"] = metrics["peak_memory_bytes"]
     return fields
+
+
+def _refuse_counted(fields: Mapping[str, Any]) -> None:
+    """``status`` and the counter keys change only through the statements that move the
+    maintained counters (store/counts.py); a free-form field update would make them drift."""
+    counted = sorted(set(fields) & {"status", *counts.KEY_COLUMNS})
+    if counted:
+        raise ValueError(f"{', '.join(counted)}: not a free-form job field (counted)")
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

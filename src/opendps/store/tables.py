@@ -170,6 +170,38 @@ sa.Index("ix_jobs_dedup", jobs.c.owner, jobs.c.dedup_key)
 # Covering index of the queues' depth, running and oldest wait (GET /queues, the dashboard);
 # a batch's jobs per status are counted from ix_jobs_batch_status above.
 sa.Index("ix_jobs_status_queue_created", jobs.c.status, jobs.c.queue, jobs.c.created)
+# Listing paths at millions of jobs (revision 0009): a queue's page, and a user's page of
+# one status, without scanning past other queues' or statuses' jobs.
+sa.Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)
+sa.Index("ix_jobs_owner_status_seq", jobs.c.owner, jobs.c.status, jobs.c.seq)
+
+# Maintained counts of jobs (store/counts.py), revision 0009: numberMatched and batch
+# counts sum these rows instead of counting jobs.
+job_counts = sa.Table(
+    "job_counts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("algorithm_id", sa.Integer, nullable=False),
+    sa.Column("algorithm", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("batch_id", sa.String(36), nullable=False),  # "" = no batch
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint(
+        "owner",
+        "queue",
+        "algorithm_id",
+        "algorithm",
+        "version",
+        "batch_id",
+        "status",
+        name="uq_job_counts_key",
+    ),
+)
+sa.Index("ix_job_counts_status", job_counts.c.status)
+sa.Index("ix_job_counts_batch", job_counts.c.batch_id)
 
 # The celery sweeper looks for accepted jobs that are not on the broker.
 sa.Index("ix_jobs_status_enqueued", jobs.c.status, jobs.c.enqueued)

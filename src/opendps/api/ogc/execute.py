@@ -120,6 +120,7 @@ async def execute(process_id: str, request: Request, user: str = Depends(current
         tags=body.tags,
         dedup=body.dedup,
         as_sent=as_sent if algorithm.builtin else None,
+        algorithm=algorithm,
         request={
             "response": body.response,
             "outputs": modes if body.outputs else None,
