@@ -8,6 +8,7 @@ its event in the same transaction.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import uuid
@@ -71,18 +72,21 @@ class JobFilters:
 
     @property
     def counted(self) -> bool:
-        """Whether the maintained counters (store/counts.py) can count these filters."""
-        return not (
-            self.tag
-            or self.created_after
-            or self.created_before
-            or self.min_duration is not None
-            or self.max_duration is not None
-            or self.job_ids
-            or self.priority is not None
-            or self.finished_after
-            or self.extra
+        """Whether the maintained counters (store/counts.py) can count these filters: only
+        when every filter that is set is one of the counters' keys (a new filter is then
+        counted in the jobs table until the counters learn it)."""
+        return all(
+            getattr(self, f.name) == f.default
+            or (f.default is dataclasses.MISSING and not getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in COUNTED_FILTERS
         )
+
+
+#: The filters the counters key (owner, status, algorithm id/name/version, queue, batch).
+COUNTED_FILTERS = frozenset(
+    {"owner", "statuses", "algorithm", "version", "algorithm_ids", "queue", "batch_id", "processes"}
+)
 
 
 # Orders of list_jobs: name -> the column (nulls as -1, so keyset comparisons hold).
