@@ -51,7 +51,7 @@ seconds = float(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] else 0.0
 files = sorted(Path("input").iterdir())
 data = files[0].read_bytes() if files else b""
 print(f"read {{len(data)}} bytes from {{files[0].name if files else 'nothing'}}", flush=True)
-hold = bytearray(120 * 1024 * 1024) if seconds else b""  # a memory curve worth a chart
+hold = b"x" * (120 * 1024 * 1024) if seconds else b""  # written, so resident: a curve
 deadline = time.time() + seconds
 while time.time() < deadline:
     sum(range(20000))
@@ -248,7 +248,8 @@ def test_a_user_does_their_dps_work_in_the_browser(
     page.wait_for_url("**/ui/jobs/*?done=submitted")
     running_id = page.url.split("/ui/jobs/")[1].split("?")[0]
     expect(page.locator("[data-field=status]")).to_have_text("running", timeout=WAIT)
-    page.locator("#chart svg.series polyline.mem-line").wait_for()  # the chart grows live
+    # The chart grows live (attached, not "visible": a flat stretch has no height to show).
+    page.locator("#chart svg.series polyline.mem-line").wait_for(state="attached")
     shots.take(page, "job-running")
     page.click("button:has-text('Cancel')")
     page.wait_for_url(f"**/ui/jobs/{running_id}?done=cancel")
