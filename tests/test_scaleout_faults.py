@@ -291,8 +291,10 @@ def test_a_partitioned_worker_loses_its_job_and_its_late_write_is_refused(
             netns.restore()
         finished = cluster.job(job_id).finished
         wait_until(
-            lambda: "left this worker" in remote.log_tail(300) or "ignored" in remote.log_tail(300),
-            60,
+            lambda: (
+                "left this worker" in remote.log_tail(3000) or "ignored" in remote.log_tail(3000)
+            ),
+            120,  # it reconnects to the broker and the database first, with back-off
             what="the partitioned worker to notice",
         )
         time.sleep(HEARTBEAT_TIMEOUT)
