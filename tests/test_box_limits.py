@@ -12,6 +12,7 @@ import pytest
 
 from opendps.models import BuildStatus, JobStatus, Reason
 from opendps.registry.spec import parse_registration
+from opendps.runner.build_box import build_cgroup_name
 from tests.support.box import BoxedDPS, job_cgroups, processes_with
 from tests.support.dps import algorithm_yaml, wait_until
 
@@ -174,4 +175,7 @@ def test_a_slow_build_does_not_hold_up_other_builds_and_stops_at_its_limit(
         what="the slow build to hit build_time_limit",
     )
     assert "build_time_limit" in services.algorithms.get(slow_id).build.message
-    _nothing_left(f"build-{services.algorithms.get(slow_id).build.id}", marker)
+    slow = services.algorithms.get(slow_id)
+    assert slow.build is not None
+    target = services.algorithms.build_dir(slow, slow.build)
+    _nothing_left(build_cgroup_name(target, slow.build.id), marker)

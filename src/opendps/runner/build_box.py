@@ -5,6 +5,7 @@ writable place (network on: builds install packages)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
 
 def log_name(target: Path, log: BinaryIO) -> str:
     return str(Path(log.name).relative_to(target))
+
+
+def build_cgroup_name(target: Path, build_id: int) -> str:
+    """The build's cgroup name: build ids are per database, so two servers or workers on one
+    host (each its own data dir) would share ``build-3`` — and a new cgroup of a name empties
+    the old one. The build folder's path makes it unique to this build of this data dir."""
+    digest = hashlib.sha256(str(Path(target).absolute()).encode()).hexdigest()[:12]
+    return f"build-{build_id}-{digest}"
 
 
 def boxed_build_runner(
@@ -51,7 +60,7 @@ def boxed_build_runner(
                 user=launch.user,
                 boxed=launch.isolation == BWRAP,
                 kill_grace=kill_grace,
-                job_id=f"build-{build_id}",
+                job_id=build_cgroup_name(target, build_id),
             )
         finally:
             if sandbox.user is not None:
