@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -21,6 +20,7 @@ from opendps.cli.common import (
     print_json,
     styled,
 )
+from opendps.cli.local import run_reporting
 
 AlgorithmFile = typer.Argument(
     ..., exists=True, dir_okay=False, help="The algorithm's registration YAML (or CWL)."
@@ -65,19 +65,10 @@ def test_command(
     as_json: bool = AsJson,
 ) -> None:
     """Run the algorithm's working tree on DIR/input as a job would; compare with DIR/output."""
-    from opendps.errors import OpenDPSError
     from opendps.executors.golden import run_golden_test
-    from opendps.executors.local_run import LocalBuildFailed
 
-    def progress(message: str) -> None:
-        if not as_json:
-            err.print(f"[dim]{escape(message)}[/dim]")
-
-    def live(stream: str, text: str) -> None:
-        (sys.stdout if stream == "stdout" else sys.stderr).write(text)
-
-    try:
-        result = run_golden_test(
+    result = run_reporting(
+        lambda **report: run_golden_test(
             algorithm_file,
             data,
             output_dir=output,
@@ -85,15 +76,11 @@ def test_command(
             data_dir=data_dir,
             config=config,
             rebuild=rebuild,
-            on_progress=progress,
-            on_log=live if follow and not as_json else None,
-        )
-    except LocalBuildFailed as exc:
-        if exc.log_tail and not as_json:
-            err.print("[dim]--- build log (last lines) ---[/dim]\n" + escape(exc.log_tail))
-        fail(exc.message, EXIT_FAILED)
-    except OpenDPSError as exc:
-        fail(exc.message, EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILED)
+            **report,
+        ),
+        as_json=as_json,
+        follow=follow,
+    )
     if as_json:
         print_json(
             {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -24,6 +25,8 @@ from opendps.cli.common import (
     styled,
 )
 from opendps.cli.inputs import parse_inputs
+
+T = TypeVar("T")
 
 
 def _tail(text: str, lines: int = 20) -> str:
@@ -53,10 +56,36 @@ def run_local_command(
     as_json: bool = AsJson,
 ) -> None:
     """Run an algorithm here exactly as a job would run, with no server."""
-    from opendps.errors import OpenDPSError
-    from opendps.executors.local_run import LocalBuildFailed, run_local
+    from opendps.executors.local_run import run_local
 
     values = parse_inputs(inputs)
+
+    result = run_reporting(
+        lambda **report: run_local(
+            algorithm_file,
+            values,
+            output_dir=output,
+            queue=queue,
+            tag=tag,
+            data_dir=data_dir,
+            config=config,
+            rebuild=rebuild,
+            **report,
+        ),
+        as_json=as_json,
+        follow=follow,
+    )
+    _report_local(result, as_json, show_logs=not follow)
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def run_reporting(run: Callable[..., T], *, as_json: bool, follow: bool) -> T:
+    """Run ``run(on_progress=…, on_log=…)`` (run-local, dps test): progress lines on stderr,
+    the job's streams live with ``--follow``, a failed build (with its log's tail) and bad
+    input as the CLI's exit codes."""
+    from opendps.errors import OpenDPSError
+    from opendps.executors.local_run import LocalBuildFailed
 
     def progress(message: str) -> None:
         if not as_json:
@@ -66,27 +95,13 @@ def run_local_command(
         (sys.stdout if stream == "stdout" else sys.stderr).write(text)
 
     try:
-        result = run_local(
-            algorithm_file,
-            values,
-            output_dir=output,
-            queue=queue,
-            tag=tag,
-            data_dir=data_dir,
-            config=config,
-            rebuild=rebuild,
-            on_progress=progress,
-            on_log=live if follow and not as_json else None,
-        )
+        return run(on_progress=progress, on_log=live if follow and not as_json else None)
     except LocalBuildFailed as exc:
         if exc.log_tail and not as_json:
             err.print("[dim]--- build log (last lines) ---[/dim]\n" + escape(exc.log_tail))
         fail(exc.message, EXIT_FAILED)
     except OpenDPSError as exc:
         fail(exc.message, EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILED)
-    _report_local(result, as_json, show_logs=not follow)
-    if not result.ok:
-        raise typer.Exit(EXIT_FAILED)
 
 
 def _report_local(result: Any, as_json: bool, show_logs: bool) -> None:
